@@ -1,0 +1,176 @@
+//! `basalt`: the node binary. `serve` runs a node, `bench` measures a system, `version` says
+//! which build this is. Every system is listed once, in `plugs()`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use basalt_runtime::bench::BenchOpts;
+use basalt_runtime::config::{NodeConfig, config_file};
+use basalt_runtime::node::CancellationToken;
+use basalt_runtime::{Plug, plug};
+use clap::{Args, Parser, Subcommand};
+
+/// Every system this node can run — adding a system is one line here.
+fn plugs() -> Vec<Plug> {
+    vec![plug::<basalt_ids::Ids>()]
+}
+
+#[derive(Parser)]
+#[command(
+    name = "basalt",
+    about = "Basalt: the distributed systems of the whiteboard, as one node you can run, break and measure.",
+    long_about = None,
+    after_help = "Start a node with `basalt serve`, then try:\n  curl -X POST 'http://127.0.0.1:7070/v1/ids?kind=snowflake&count=3'\n\nConfiguration comes from built-in defaults, then a TOML file (--config or BASALT_CONFIG), then BASALT_* environment variables, then flags; later layers win. `basalt serve --print-config` shows the result.",
+    disable_version_flag = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node in the foreground until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Measure a system (throughput and latency percentiles), with its peer where one exists.
+    Bench(BenchArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A TOML config file (also BASALT_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the node keeps its data [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The HTTP listener [default: 127.0.0.1:7070]; port 0 picks a free one.
+    #[arg(long, value_name = "HOST:PORT")]
+    http_addr: Option<String>,
+    /// `pretty` or `json` [default: pretty].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// A tracing filter such as `info` or `basalt_ids=debug,info` [default: info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Set any config key, e.g. `--set systems.ids.generators=4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The system to measure (e.g. `ids`).
+    system: String,
+    /// Measured time per scenario, e.g. `5s`, `500ms`.
+    #[arg(long, default_value = "5s", value_parser = humantime_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up per scenario.
+    #[arg(long, default_value = "1s", value_parser = humantime_duration)]
+    warmup: Duration,
+    /// Benchmark a running node instead of starting one.
+    #[arg(long)]
+    url: Option<String>,
+    /// Print exactly one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Threads for in-process scenarios [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Concurrent requests for over-the-network scenarios.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 5s or 500ms: {e}"))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench(args),
+        Command::Version => {
+            println!("basalt {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let plugs = plugs();
+    let mut sources = basalt_runtime::node::sources_for(&plugs)?;
+    sources.env = std::env::vars().filter(|(k, _)| k.starts_with(basalt_runtime::config::ENV_PREFIX)).collect();
+    sources.file = config_file(args.config.as_deref(), &sources.env);
+    let flags = [
+        ("data_dir", args.data_dir.map(|p| p.display().to_string())),
+        ("http_addr", args.http_addr),
+        ("log_format", args.log_format),
+        ("log_level", args.log_level),
+    ];
+    for (key, value) in flags {
+        if let Some(v) = value {
+            // Quoted so that values are always strings, whatever they look like.
+            sources.flags.push((key.to_string(), toml_string(&v)));
+        }
+    }
+    for kv in &args.set {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
+        sources.flags.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let config = NodeConfig::load(&sources)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    basalt_runtime::logging::init(config.log_format, &config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(basalt_runtime::node::run(config, plugs, CancellationToken::new()))
+}
+
+/// A TOML basic string (JSON's escapes are a subset of TOML's).
+fn toml_string(v: &str) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| format!("\"{v}\""))
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let plugs = plugs();
+    let names: Vec<&str> = plugs.iter().map(|p| p.name).collect();
+    let plug = plugs
+        .iter()
+        .find(|p| p.name == args.system)
+        .with_context(|| format!("no system `{}`; systems: {}", args.system, names.join(", ")))?;
+    let opts = BenchOpts {
+        duration: args.duration,
+        warmup: args.warmup,
+        url: args.url,
+        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        concurrency: args.concurrency.max(1),
+        exe: std::env::current_exe().context("locating the basalt executable")?,
+        progress: true,
+    };
+    basalt_runtime::logging::init(basalt_runtime::config::LogFormat::Pretty, "warn");
+    let fut = plug.bench(&opts).with_context(|| format!("system `{}` has no benchmark yet", args.system))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(fut)?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The node itself through the real binary: configuration layers, health, metrics, the error
+//! shape, limits, and a graceful stop on SIGTERM.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn print_config_applies_file_env_and_flags_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("basalt.toml");
+    std::fs::write(&file, "log_level = \"debug\"\nhttp_addr = \"127.0.0.1:1111\"\n[systems.ids]\ngenerators = 2\n").unwrap();
+    let out = Command::new(EXE)
+        .args(["serve", "--print-config", "--config"])
+        .arg(&file)
+        .args(["--http-addr", "127.0.0.1:3333", "--set", "systems.ids.reservation_ms=250"])
+        .env("BASALT_HTTP_ADDR", "127.0.0.1:2222")
+        .env("BASALT_LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let cfg: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(cfg["http_addr"].as_str(), Some("127.0.0.1:3333"), "flag wins");
+    assert_eq!(cfg["log_level"].as_str(), Some("warn"), "env beats file");
+    assert_eq!(cfg["systems"]["ids"]["generators"].as_integer(), Some(2), "file beats default");
+    assert_eq!(cfg["systems"]["ids"]["reservation_ms"].as_integer(), Some(250), "--set");
+    assert_eq!(cfg["fsync"].as_str(), Some("always"));
+}
+
+#[test]
+fn bad_config_is_a_clear_error_not_a_panic() {
+    let out = Command::new(EXE).args(["serve", "--print-config", "--set", "systems.ids.generatorz=2"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("generatorz") && !err.contains("panicked"), "{err}");
+    let out = Command::new(EXE).args(["serve", "--http-addr", "not-an-addr", "--print-config"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http_addr"));
+}
+
+#[test]
+fn version_and_help_read_well() {
+    let out = Command::new(EXE).arg("version").output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("basalt "));
+    let out = Command::new(EXE).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in ["serve", "bench", "version", "BASALT_"] {
+        assert!(help.contains(word), "--help lacks {word}: {help}");
+    }
+}
+
+#[tokio::test]
+async fn health_metrics_errors_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(spec(dir.path()).arg("--set").arg("http.body_limit_bytes=1024")).await;
+    let url = node.url();
+    let c = client();
+    assert_eq!(send(c.get(format!("{url}/healthz"))).await, (200, serde_json::json!({"status": "ok"})));
+    assert_eq!(send(c.get(format!("{url}/readyz"))).await.0, 200);
+
+    let (s, body) = send(c.get(format!("{url}/v1/nothing/here"))).await;
+    assert_eq!(s, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(body["error"]["message"].as_str().unwrap().contains("/v1/nothing/here"));
+
+    let (s, body) = send(c.post(format!("{url}/v1/ids")).body(vec![b'x'; 4096])).await;
+    assert_eq!(s, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    let (s, body) = send(c.delete(format!("{url}/v1/ids"))).await;
+    assert_eq!(s, 405, "{body}");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+
+    let resp = c.post(format!("{url}/v1/ids")).send().await.unwrap();
+    assert!(resp.headers().contains_key("x-request-id"));
+
+    let ok = metric(&url, r#"basalt_http_requests_total{method="POST",route="/v1/ids/",status="200"}"#).await;
+    assert_eq!(ok, Some(1.0));
+    let text = c.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"basalt_http_request_duration_seconds_count{method="POST",route="/v1/ids/"}"#), "{text}");
+    assert!(text.contains("basalt_ids_issued_total"), "{text}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_and_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start(spec(dir.path())).await;
+    let url = node.url();
+    let c = client();
+    // Keep requests in flight while the signal arrives: none may fail with a reset.
+    let load = tokio::spawn(async move {
+        let c = client();
+        let mut ok = 0;
+        for _ in 0..200 {
+            match c.post(format!("{url}/v1/ids?count=100")).send().await {
+                Ok(r) if r.status().is_success() => ok += 1,
+                Ok(r) => panic!("request failed during drain: {}", r.status()),
+                Err(_) => break, // the listener has closed: new connections are refused
+            }
+        }
+        ok
+    });
+    assert_eq!(send(c.post(format!("{}/v1/ids", node.url()))).await.0, 200);
+    let status = node.terminate(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "exit status {status}; log:\n{}", node.log());
+    assert!(load.await.unwrap() >= 1);
+    assert!(node.log().contains("stopped cleanly"), "{}", node.log());
+    assert!(!node.data_dir().join("node.json").exists());
+}

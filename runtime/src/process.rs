@@ -1,0 +1,156 @@
+//! Real node processes for tests, benchmarks and the fault harness: start `basalt serve` on a
+//! data dir with an OS-chosen port, wait until it is ready, and kill, pause or stop it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::node::{NodeInfo, node_info_path};
+
+/// How a node process is started; kept so it can be restarted the same way.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub exe: PathBuf,
+    pub data_dir: PathBuf,
+    /// Extra `serve` arguments (e.g. `--set`, `--http-addr`).
+    pub args: Vec<String>,
+    /// Extra environment (e.g. `BASALT_CLOCK_OFFSET_MS`).
+    pub env: Vec<(String, String)>,
+}
+
+impl NodeSpec {
+    pub fn new(exe: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Self {
+        Self { exe: exe.into(), data_dir: data_dir.into(), args: Vec::new(), env: Vec::new() }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+}
+
+/// A running `basalt serve`. Dropping it kills the process.
+#[derive(Debug)]
+pub struct NodeProcess {
+    pub spec: NodeSpec,
+    child: Child,
+    pub http_addr: String,
+}
+
+impl NodeProcess {
+    /// Start a node and wait (up to `timeout`) until `/readyz` answers 200.
+    pub async fn start(spec: NodeSpec, timeout: Duration) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&spec.data_dir)?;
+        let info_path = node_info_path(&spec.data_dir);
+        let _ = std::fs::remove_file(&info_path);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(spec.data_dir.join("node.log"))?;
+        let mut cmd = Command::new(&spec.exe);
+        cmd.arg("serve").arg("--data-dir").arg(&spec.data_dir);
+        if !spec.args.iter().any(|a| a == "--http-addr") {
+            cmd.args(["--http-addr", "127.0.0.1:0"]);
+        }
+        cmd.args(&spec.args)
+            .envs(spec.env.iter().cloned())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", spec.exe.display()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("node exited during start ({status}); log:\n{}", tail_log(&spec.data_dir));
+            }
+            if let Ok(bytes) = std::fs::read(&info_path)
+                && let Ok(info) = serde_json::from_slice::<NodeInfo>(&bytes)
+                && info.pid == child.id()
+            {
+                let ready = client.get(format!("http://{}/readyz", info.http_addr)).send().await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    return Ok(Self { spec, child, http_addr: info.http_addr });
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("node not ready after {timeout:?}; log:\n{}", tail_log(&spec.data_dir));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) -> anyhow::Result<ExitStatus> {
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit (SIGKILL after that).
+    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.signal(Signal::SIGTERM)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.child.kill()?;
+                bail!("node did not stop within {timeout:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// SIGSTOP / SIGCONT.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    pub fn signal(&self, sig: Signal) -> anyhow::Result<()> {
+        let pid = Pid::from_raw(i32::try_from(self.child.id())?);
+        nix::sys::signal::kill(pid, sig).with_context(|| format!("sending {sig} to {pid}"))?;
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        tail_log(&self.spec.data_dir)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.spec.data_dir
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail_log(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}

@@ -1,0 +1,267 @@
+//! The node's embedded store: one fjall database per node, one keyspace (namespace) per system,
+//! and an explicit fsync policy.
+//!
+//! Writes land in fjall's journal (in OS buffers). `Store::sync` is how a caller makes its writes
+//! durable before acknowledging them: with `fsync = "always"` it waits for a group commit — one
+//! dedicated thread runs `fdatasync` for every writer that asked since the last one, so
+//! concurrent writers share an fsync and no async task ever blocks on the disk. With `periodic`
+//! the same thread syncs on a timer and `sync` returns at once; with `never` nothing is synced
+//! until shutdown.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::watch;
+
+use crate::config::FsyncPolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage: {0}")]
+    Engine(#[from] fjall::Error),
+    #[error("storage: the fsync thread has stopped; the node is shutting down or the disk failed")]
+    SyncStopped,
+}
+
+/// The node's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    policy: FsyncPolicy,
+    /// Bumped by every writer that wants its writes durable.
+    requested: AtomicU64,
+    /// The highest request number known durable; `u64::MAX` once the syncer failed.
+    synced: watch::Sender<u64>,
+    wake: (Mutex<bool>, Condvar),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.inner.path).field("policy", &self.inner.policy).finish()
+    }
+}
+
+impl Store {
+    /// Open (or create) the store under `dir` and start its fsync thread.
+    pub fn open(dir: &Path, policy: FsyncPolicy, interval: Duration) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+        let db = Database::builder(dir.join("store"))
+            .manual_journal_persist(true)
+            .open()
+            .with_context(|| format!("opening the store under {} (is another node using it?)", dir.display()))?;
+        let (synced, _) = watch::channel(0);
+        let inner = Arc::new(Inner {
+            db,
+            path: dir.to_path_buf(),
+            policy,
+            requested: AtomicU64::new(0),
+            synced,
+            wake: (Mutex::new(false), Condvar::new()),
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("basalt-fsync".into())
+            .spawn(move || sync_loop(weak, policy, interval))
+            .context("starting the fsync thread")?;
+        Ok(Self { inner })
+    }
+
+    /// The namespace of one system. Names are fixed strings chosen by systems.
+    pub fn namespace(&self, name: &str) -> anyhow::Result<Namespace> {
+        anyhow::ensure!(
+            !name.is_empty() && name.len() <= 200 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "namespace name `{name}` must be 1-200 characters of [A-Za-z0-9_-]"
+        );
+        let ks = self.inner.db.keyspace(name, KeyspaceCreateOptions::default)?;
+        Ok(Namespace { ks, store: self.clone() })
+    }
+
+    pub fn policy(&self) -> FsyncPolicy {
+        self.inner.policy
+    }
+
+    /// Wait until every write made before this call is as durable as the policy promises.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        if self.inner.policy != FsyncPolicy::Always {
+            return Ok(());
+        }
+        let ticket = self.request_sync();
+        let mut rx = self.inner.synced.subscribe();
+        let v = *rx.wait_for(|v| *v >= ticket).await.map_err(|_| StorageError::SyncStopped)?;
+        if v == u64::MAX { Err(StorageError::SyncStopped) } else { Ok(()) }
+    }
+
+    /// `sync` for threads outside the async runtime (startup, blocking pools).
+    pub fn sync_blocking(&self) -> Result<(), StorageError> {
+        if self.inner.policy != FsyncPolicy::Always {
+            return Ok(());
+        }
+        self.inner.db.persist(PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// Flush everything to disk, whatever the policy; used at shutdown.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.inner.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn request_sync(&self) -> u64 {
+        let ticket = self.inner.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let (lock, cvar) = &self.inner.wake;
+        *lock.lock().expect("fsync wake lock") = true;
+        cvar.notify_one();
+        ticket
+    }
+}
+
+/// The group-commit loop. Holds only a weak reference so dropping the last `Store` ends it.
+fn sync_loop(weak: std::sync::Weak<Inner>, policy: FsyncPolicy, interval: Duration) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        {
+            let (lock, cvar) = &inner.wake;
+            let mut pending = lock.lock().expect("fsync wake lock");
+            // Wake at least every 100 ms so the thread notices when the store is dropped.
+            let wait = if policy == FsyncPolicy::Periodic { interval } else { Duration::from_millis(100) };
+            if !*pending {
+                pending = cvar.wait_timeout(pending, wait).expect("fsync wake lock").0;
+            }
+            *pending = false;
+        }
+        let target = inner.requested.load(Ordering::SeqCst);
+        let due = match policy {
+            FsyncPolicy::Always => target > *inner.synced.borrow(),
+            FsyncPolicy::Periodic => true,
+            FsyncPolicy::Never => false,
+        };
+        if !due {
+            continue;
+        }
+        match inner.db.persist(PersistMode::SyncData) {
+            Ok(()) => {
+                inner.synced.send_replace(target);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fsync failed; refusing further durable writes");
+                inner.synced.send_replace(u64::MAX);
+                return;
+            }
+        }
+    }
+}
+
+/// One system's keyspace. Keys sort bytewise; use big-endian integers in keys.
+#[derive(Clone)]
+pub struct Namespace {
+    ks: Keyspace,
+    store: Store,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace").finish_non_exhaustive()
+    }
+}
+
+impl Namespace {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.ks.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Write (not yet durable: call `sync` before acknowledging).
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), StorageError> {
+        self.ks.insert(key.as_ref(), value.as_ref())?;
+        Ok(())
+    }
+
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<(), StorageError> {
+        self.ks.remove(key.as_ref())?;
+        Ok(())
+    }
+
+    /// Apply several writes atomically (all or none after a crash).
+    pub fn write_batch(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<(), StorageError> {
+        let mut batch = self.store.inner.db.batch();
+        for (k, v) in puts {
+            batch.insert(&self.ks, k.as_slice(), v.as_slice());
+        }
+        for k in deletes {
+            batch.remove(&self.ks, k.as_slice());
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        for guard in self.ks.prefix(prefix) {
+            let (k, v) = guard.into_inner()?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Shorthand for `self.store().sync()`.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        self.store.sync().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn group_commit_acknowledges_concurrent_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
+        let ns = store.namespace("t").unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64u32 {
+            let ns = ns.clone();
+            tasks.push(tokio::spawn(async move {
+                ns.put(i.to_be_bytes(), b"v").unwrap();
+                ns.sync().await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(ns.scan_prefix([]).unwrap().len(), 64);
+    }
+
+    #[test]
+    fn namespaces_are_isolated_and_names_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), FsyncPolicy::Never, Duration::from_millis(100)).unwrap();
+        let a = store.namespace("a").unwrap();
+        let b = store.namespace("b").unwrap();
+        a.put("k", "1").unwrap();
+        assert_eq!(b.get("k").unwrap(), None);
+        assert!(store.namespace("bad name").is_err());
+        assert!(store.namespace("").is_err());
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), FsyncPolicy::Never, Duration::from_millis(100)).unwrap();
+        let second = Store::open(dir.path(), FsyncPolicy::Never, Duration::from_millis(100));
+        assert!(second.is_err());
+    }
+}

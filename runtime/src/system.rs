@@ -1,0 +1,145 @@
+//! The seam through which a system plugs into the node.
+//!
+//! A system is one crate that implements [`System`]; the binary lists it with one line,
+//! `plug::<basalt_ids::Ids>()`. At start the node hands the system a [`SystemContext`] — its own
+//! storage namespace, its own metrics prefix, the clock, a way to spawn background tasks that
+//! stop at shutdown — and mounts the router the system returns under `/v1/<NAME>`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::{BenchOpts, Report};
+use crate::clock::Clock;
+use crate::storage::Namespace;
+
+pub trait System: 'static {
+    /// The system's name: its URL prefix `/v1/<NAME>`, storage namespace, metrics prefix
+    /// `basalt_<NAME>_`, and config table `[systems.<NAME>]`.
+    const NAME: &'static str;
+    /// The system's own settings; unknown keys should be rejected (`deny_unknown_fields`).
+    type Config: Serialize + DeserializeOwned + Default;
+
+    /// Open state, register metrics, spawn background tasks, and return the routes.
+    fn start(ctx: &mut SystemContext<'_>, config: Self::Config) -> anyhow::Result<Router>;
+
+    /// `basalt bench <NAME>`: the system's benchmark, if it has one.
+    fn bench(_opts: &BenchOpts) -> Option<BenchFuture> {
+        None
+    }
+}
+
+/// What a system's benchmark returns.
+pub type BenchFuture = Pin<Box<dyn Future<Output = anyhow::Result<Report>> + Send>>;
+
+/// What a system gets from the node while it starts.
+pub struct SystemContext<'a> {
+    pub name: &'static str,
+    pub namespace: Namespace,
+    pub clock: Clock,
+    /// Cancelled when the node shuts down; background tasks watch it.
+    pub shutdown: CancellationToken,
+    metrics: &'a mut Registry,
+    tasks: &'a mut Tasks,
+}
+
+impl<'a> SystemContext<'a> {
+    pub fn new(
+        name: &'static str,
+        namespace: Namespace,
+        clock: Clock,
+        shutdown: CancellationToken,
+        metrics: &'a mut Registry,
+        tasks: &'a mut Tasks,
+    ) -> Self {
+        Self { name, namespace, clock, shutdown, metrics, tasks }
+    }
+
+    /// Register metrics here; they are exported as `basalt_<system>_<name>`.
+    pub fn metrics(&mut self) -> &mut Registry {
+        self.metrics
+    }
+
+    /// Run a background task until it returns; it should return soon after `shutdown` fires.
+    pub fn spawn(&mut self, task: &'static str, fut: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(format!("{}/{task}", self.name), fut);
+    }
+}
+
+/// The node's background tasks, awaited at shutdown.
+#[derive(Default)]
+pub struct Tasks {
+    handles: Vec<(String, JoinHandle<()>)>,
+}
+
+impl Tasks {
+    pub fn spawn(&mut self, name: String, fut: impl Future<Output = ()> + Send + 'static) {
+        self.handles.push((name, tokio::spawn(fut)));
+    }
+
+    /// Wait for every task, giving up (and aborting) after `grace`.
+    pub async fn join(self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        for (name, mut handle) in self.handles {
+            match tokio::time::timeout_at(deadline, &mut handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(task = %name, error = %e, "background task failed"),
+                Err(_) => {
+                    tracing::warn!(task = %name, "background task did not stop in time; aborting it");
+                    handle.abort();
+                }
+            }
+        }
+    }
+}
+
+/// A system, type-erased so the binary can keep a list of them.
+pub struct Plug {
+    pub name: &'static str,
+    default_config: fn() -> anyhow::Result<toml::Table>,
+    start: fn(&mut SystemContext<'_>, toml::Table) -> anyhow::Result<Router>,
+    bench: fn(&BenchOpts) -> Option<BenchFuture>,
+}
+
+impl std::fmt::Debug for Plug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plug").field("name", &self.name).finish()
+    }
+}
+
+pub fn plug<S: System>() -> Plug {
+    Plug {
+        name: S::NAME,
+        default_config: || toml::Table::try_from(S::Config::default()).context("rendering default config"),
+        start: |ctx, mut table| {
+            table.remove("enabled");
+            let config: S::Config = toml::Value::Table(table)
+                .try_into()
+                .with_context(|| format!("invalid [systems.{}] configuration", S::NAME))?;
+            S::start(ctx, config)
+        },
+        bench: S::bench,
+    }
+}
+
+impl Plug {
+    pub fn default_config(&self) -> anyhow::Result<toml::Table> {
+        (self.default_config)()
+    }
+
+    pub fn start(&self, ctx: &mut SystemContext<'_>, table: toml::Table) -> anyhow::Result<Router> {
+        (self.start)(ctx, table)
+    }
+
+    pub fn bench(&self, opts: &BenchOpts) -> Option<BenchFuture> {
+        (self.bench)(opts)
+    }
+}
