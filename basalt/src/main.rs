@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use basalt_runtime::bench::BenchOpts;
-use basalt_runtime::config::{NodeConfig, config_file};
+use basalt_runtime::config::config_file;
 use basalt_runtime::node::CancellationToken;
 use basalt_runtime::{Plug, plug};
 use clap::{Args, Parser, Subcommand};
@@ -132,7 +132,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (k, v) = kv.split_once('=').with_context(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
         sources.flags.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let config = NodeConfig::load(&sources)?;
+    let config = basalt_runtime::node::load_config(&plugs, &sources)?;
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(());

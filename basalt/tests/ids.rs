@@ -53,7 +53,8 @@ async fn every_kind_issues_decodable_unique_ids() {
     let one = issue(&url, "snowflake", 1).await;
     let d = decode(&url, &one[0]).await;
     let status = send(client().get(format!("{url}/v1/ids/status"))).await.1;
-    let workers: Vec<u64> = status["leases"].as_array().unwrap().iter().map(|l| l["worker"].as_u64().unwrap()).collect();
+    let workers: Vec<u64> =
+        status["leases"].as_array().unwrap().iter().map(|l| l["worker"].as_u64().unwrap()).collect();
     assert_eq!(workers.len(), 8);
     assert!(workers.contains(&d["worker"].as_u64().unwrap()), "{d} not from {workers:?}");
     assert!(status["leases"][0]["fencing"].as_u64().unwrap() >= 1);
@@ -85,7 +86,10 @@ async fn bad_input_gets_a_400_that_says_what_is_wrong() {
         assert_eq!(s, 400, "{method} {path}: {body}");
         assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
         let msg = body["error"]["message"].as_str().unwrap();
-        assert!(msg.to_lowercase().contains(&mentions.to_lowercase()), "{method} {path}: `{msg}` should mention `{mentions}`");
+        assert!(
+            msg.to_lowercase().contains(&mentions.to_lowercase()),
+            "{method} {path}: `{msg}` should mention `{mentions}`"
+        );
     }
     assert_eq!(issue(&url, "snowflake", 100_000).await.len(), 100_000, "the limit itself is allowed");
 }
@@ -170,7 +174,19 @@ async fn restart_with_clock_set_back_refuses_below_the_high_water_mark() {
 #[test]
 fn bench_prints_exactly_one_json_object() {
     let out = Command::new(EXE)
-        .args(["bench", "ids", "--json", "--duration", "150ms", "--warmup", "20ms", "--concurrency", "2", "--threads", "2"])
+        .args([
+            "bench",
+            "ids",
+            "--json",
+            "--duration",
+            "150ms",
+            "--warmup",
+            "20ms",
+            "--concurrency",
+            "2",
+            "--threads",
+            "2",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -12,7 +12,8 @@ use common::*;
 fn print_config_applies_file_env_and_flags_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("basalt.toml");
-    std::fs::write(&file, "log_level = \"debug\"\nhttp_addr = \"127.0.0.1:1111\"\n[systems.ids]\ngenerators = 2\n").unwrap();
+    std::fs::write(&file, "log_level = \"debug\"\nhttp_addr = \"127.0.0.1:1111\"\n[systems.ids]\ngenerators = 2\n")
+        .unwrap();
     let out = Command::new(EXE)
         .args(["serve", "--print-config", "--config"])
         .arg(&file)
@@ -33,7 +34,8 @@ fn print_config_applies_file_env_and_flags_in_order() {
 
 #[test]
 fn bad_config_is_a_clear_error_not_a_panic() {
-    let out = Command::new(EXE).args(["serve", "--print-config", "--set", "systems.ids.generatorz=2"]).output().unwrap();
+    let out =
+        Command::new(EXE).args(["serve", "--print-config", "--set", "systems.ids.generatorz=2"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("generatorz") && !err.contains("panicked"), "{err}");
@@ -78,10 +80,10 @@ async fn health_metrics_errors_and_limits() {
     let resp = c.post(format!("{url}/v1/ids")).send().await.unwrap();
     assert!(resp.headers().contains_key("x-request-id"));
 
-    let ok = metric(&url, r#"basalt_http_requests_total{method="POST",route="/v1/ids/",status="200"}"#).await;
+    let ok = metric(&url, r#"basalt_http_requests_total{method="POST",route="/v1/ids",status="200"}"#).await;
     assert_eq!(ok, Some(1.0));
     let text = c.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains(r#"basalt_http_request_duration_seconds_count{method="POST",route="/v1/ids/"}"#), "{text}");
+    assert!(text.contains(r#"basalt_http_request_duration_seconds_count{method="POST",route="/v1/ids"}"#), "{text}");
     assert!(text.contains("basalt_ids_issued_total"), "{text}");
 }
 

@@ -142,23 +142,21 @@ impl NodeConfig {
         doc.insert("systems".into(), toml::Value::Table(systems));
 
         if let Some(path) = &sources.file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading config file {}", path.display()))?;
-            let file: toml::Table = toml::from_str(&text)
-                .with_context(|| format!("parsing config file {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+            let file: toml::Table =
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
             merge(&mut doc, file);
         }
         for (name, value) in &sources.env {
             let Some(key) = env_key(name) else { continue };
-            set_dotted(&mut doc, &key, value)
-                .with_context(|| format!("environment variable {name}"))?;
+            set_dotted(&mut doc, &key, value).with_context(|| format!("environment variable {name}"))?;
         }
         for (key, value) in &sources.flags {
             set_dotted(&mut doc, key, value).with_context(|| format!("flag setting `{key}`"))?;
         }
-        let config: NodeConfig = toml::Value::Table(doc)
-            .try_into()
-            .context("invalid configuration (defaults ← file ← BASALT_* ← flags)")?;
+        let config: NodeConfig =
+            toml::Value::Table(doc).try_into().context("invalid configuration (defaults ← file ← BASALT_* ← flags)")?;
         config.validate()?;
         Ok(config)
     }
@@ -190,19 +188,14 @@ impl NodeConfig {
     }
 
     pub fn system_enabled(&self, name: &str) -> bool {
-        self.systems
-            .get(name)
-            .and_then(|t| t.get("enabled"))
-            .and_then(toml::Value::as_bool)
-            .unwrap_or(true)
+        self.systems.get(name).and_then(|t| t.get("enabled")).and_then(toml::Value::as_bool).unwrap_or(true)
     }
 }
 
 /// The config file named by `--config`, else by `BASALT_CONFIG`, else none.
 pub fn config_file(flag: Option<&Path>, env: &[(String, String)]) -> Option<PathBuf> {
-    flag.map(Path::to_path_buf).or_else(|| {
-        env.iter().find(|(k, _)| k == ENV_CONFIG_FILE).map(|(_, v)| PathBuf::from(v))
-    })
+    flag.map(Path::to_path_buf)
+        .or_else(|| env.iter().find(|(k, _)| k == ENV_CONFIG_FILE).map(|(_, v)| PathBuf::from(v)))
 }
 
 /// `BASALT_HTTP__BODY_LIMIT_BYTES` → `http.body_limit_bytes`; `None` for other variables.

@@ -35,8 +35,9 @@ impl HttpMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         // 50 µs … ~26 s.
-        let latency =
-            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 20)));
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+        });
         registry.register("basalt_http_requests", "HTTP requests by route and status", requests.clone());
         registry.register("basalt_http_request_duration_seconds", "HTTP request latency by route", latency.clone());
         Self { requests, latency }

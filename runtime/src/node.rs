@@ -42,6 +42,21 @@ pub fn sources_for(plugs: &[Plug]) -> anyhow::Result<ConfigSources> {
     Ok(s)
 }
 
+/// Load the configuration and check every enabled system's table against its schema.
+pub fn load_config(plugs: &[Plug], sources: &ConfigSources) -> anyhow::Result<NodeConfig> {
+    let config = NodeConfig::load(sources)?;
+    for p in plugs {
+        if config.system_enabled(p.name) {
+            p.check_config(config.system_table(p.name))?;
+        }
+    }
+    if let Some(unknown) = config.systems.keys().find(|k| !plugs.iter().any(|p| p.name == k.as_str())) {
+        let names: Vec<&str> = plugs.iter().map(|p| p.name).collect();
+        anyhow::bail!("[systems.{unknown}]: no such system; systems: {}", names.join(", "));
+    }
+    Ok(config)
+}
+
 /// Run a node until `stop` is cancelled or a signal arrives.
 pub async fn run(config: NodeConfig, plugs: Vec<Plug>, stop: CancellationToken) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir, config.fsync, Duration::from_millis(config.fsync_interval_ms))?;
@@ -110,7 +125,11 @@ pub async fn run(config: NodeConfig, plugs: Vec<Plug>, stop: CancellationToken) 
 }
 
 fn write_node_info(dir: &Path, http_addr: &str) -> anyhow::Result<()> {
-    let info = NodeInfo { pid: std::process::id(), http_addr: http_addr.to_string(), version: env!("CARGO_PKG_VERSION").into() };
+    let info = NodeInfo {
+        pid: std::process::id(),
+        http_addr: http_addr.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
     let tmp = dir.join("node.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(&info)?)?;
     std::fs::rename(&tmp, node_info_path(dir))?;

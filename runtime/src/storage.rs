@@ -78,7 +78,9 @@ impl Store {
     /// The namespace of one system. Names are fixed strings chosen by systems.
     pub fn namespace(&self, name: &str) -> anyhow::Result<Namespace> {
         anyhow::ensure!(
-            !name.is_empty() && name.len() <= 200 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            !name.is_empty()
+                && name.len() <= 200
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
             "namespace name `{name}` must be 1-200 characters of [A-Za-z0-9_-]"
         );
         let ks = self.inner.db.keyspace(name, KeyspaceCreateOptions::default)?;
@@ -160,6 +162,9 @@ fn sync_loop(weak: std::sync::Weak<Inner>, policy: FsyncPolicy, interval: Durati
     }
 }
 
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// One system's keyspace. Keys sort bytewise; use big-endian integers in keys.
 #[derive(Clone)]
 pub struct Namespace {
@@ -190,7 +195,7 @@ impl Namespace {
     }
 
     /// Apply several writes atomically (all or none after a crash).
-    pub fn write_batch(&self, puts: &[(Vec<u8>, Vec<u8>)], deletes: &[Vec<u8>]) -> Result<(), StorageError> {
+    pub fn write_batch(&self, puts: &[KeyValue], deletes: &[Vec<u8>]) -> Result<(), StorageError> {
         let mut batch = self.store.inner.db.batch();
         for (k, v) in puts {
             batch.insert(&self.ks, k.as_slice(), v.as_slice());
@@ -203,7 +208,7 @@ impl Namespace {
     }
 
     /// Every (key, value) whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<KeyValue>, StorageError> {
         let mut out = Vec::new();
         for guard in self.ks.prefix(prefix) {
             let (k, v) = guard.into_inner()?;

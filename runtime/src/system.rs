@@ -31,6 +31,11 @@ pub trait System: 'static {
     /// Open state, register metrics, spawn background tasks, and return the routes.
     fn start(ctx: &mut SystemContext<'_>, config: Self::Config) -> anyhow::Result<Router>;
 
+    /// Reject a bad configuration before anything starts (also run by `--print-config`).
+    fn check(_config: &Self::Config) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// `basalt bench <NAME>`: the system's benchmark, if it has one.
     fn bench(_opts: &BenchOpts) -> Option<BenchFuture> {
         None
@@ -106,6 +111,7 @@ pub struct Plug {
     pub name: &'static str,
     default_config: fn() -> anyhow::Result<toml::Table>,
     start: fn(&mut SystemContext<'_>, toml::Table) -> anyhow::Result<Router>,
+    check: fn(toml::Table) -> anyhow::Result<()>,
     bench: fn(&BenchOpts) -> Option<BenchFuture>,
 }
 
@@ -119,18 +125,25 @@ pub fn plug<S: System>() -> Plug {
     Plug {
         name: S::NAME,
         default_config: || toml::Table::try_from(S::Config::default()).context("rendering default config"),
-        start: |ctx, mut table| {
-            table.remove("enabled");
-            let config: S::Config = toml::Value::Table(table)
-                .try_into()
-                .with_context(|| format!("invalid [systems.{}] configuration", S::NAME))?;
-            S::start(ctx, config)
+        start: |ctx, table| S::start(ctx, parse_config::<S>(table)?),
+        check: |table| {
+            S::check(&parse_config::<S>(table)?).with_context(|| format!("invalid [systems.{}] configuration", S::NAME))
         },
         bench: S::bench,
     }
 }
 
+fn parse_config<S: System>(mut table: toml::Table) -> anyhow::Result<S::Config> {
+    table.remove("enabled");
+    toml::Value::Table(table).try_into().with_context(|| format!("invalid [systems.{}] configuration", S::NAME))
+}
+
 impl Plug {
+    /// Parse and check the system's table without starting anything.
+    pub fn check_config(&self, table: toml::Table) -> anyhow::Result<()> {
+        (self.check)(table)
+    }
+
     pub fn default_config(&self) -> anyhow::Result<toml::Table> {
         (self.default_config)()
     }

@@ -88,7 +88,8 @@ impl Report {
 
     pub fn table(&self) -> String {
         let mut out = format!("basalt bench {}\n", self.system);
-        out += &format!("{:<44} {:>14} {:>10} {:>10}  {}\n", "scenario", "value", "p50 µs", "p99 µs", "peer (same run)");
+        out +=
+            &format!("{:<44} {:>14} {:>10} {:>10}  {}\n", "scenario", "value", "p50 µs", "p99 µs", "peer (same run)");
         for r in &self.results {
             let peer = match (&r.peer, r.peer_value, r.ratio) {
                 (Some(p), Some(v), Some(x)) => format!("{p}: {} {} → ratio {x:.2}", human(v), r.unit),

@@ -70,8 +70,8 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, [(axum::http::header::CONTENT_TYPE, "application/json")], self.body_json())
-            .into_response();
+        let mut resp =
+            (self.status, [(axum::http::header::CONTENT_TYPE, "application/json")], self.body_json()).into_response();
         if let Some(s) = self.retry_after_s
             && let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string())
         {

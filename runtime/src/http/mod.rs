@@ -40,9 +40,14 @@ pub struct HostParts {
 pub fn host_router(parts: HostParts) -> Router {
     let names: Vec<&'static str> = parts.systems.iter().map(|(n, _)| *n).collect();
     let mut app = Router::new()
-        .route("/", get(move || async move { axum::Json(serde_json::json!({
-            "name": "basalt", "version": env!("CARGO_PKG_VERSION"), "systems": names,
-        })) }))
+        .route(
+            "/",
+            get(move || async move {
+                axum::Json(serde_json::json!({
+                    "name": "basalt", "version": env!("CARGO_PKG_VERSION"), "systems": names,
+                }))
+            }),
+        )
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz).with_state(parts.ready.clone()))
         .route("/metrics", get(render_metrics).with_state(parts.metrics.clone()));
@@ -55,7 +60,10 @@ pub fn host_router(parts: HostParts) -> Router {
     })
     .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
     .layer(RequestBodyLimitLayer::new(limits.body_limit_bytes))
-    .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_millis(limits.request_timeout_ms)))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        Duration::from_millis(limits.request_timeout_ms),
+    ))
     .layer(CatchPanicLayer::new())
     .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.concurrency_max))
     .layer(middleware::from_fn(normalize_errors))
@@ -85,7 +93,9 @@ async fn record_metrics(State(m): State<HttpMetrics>, req: Request, next: Next) 
     let method = req.method().to_string();
     let start = Instant::now();
     let resp = next.run(req).await;
-    m.latency.get_or_create(&RouteLabels { method: method.clone(), route: route.clone() }).observe(start.elapsed().as_secs_f64());
+    m.latency
+        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .observe(start.elapsed().as_secs_f64());
     m.requests.get_or_create(&RequestLabels { method, route, status: resp.status().as_u16() }).inc();
     resp
 }
@@ -130,7 +140,8 @@ struct Counter {
 
 impl Default for Counter {
     fn default() -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         Self { prefix: nanos ^ std::process::id().rotate_left(16), next: Arc::new(AtomicU64::new(1)) }
     }
 }
@@ -168,7 +179,10 @@ mod tests {
         })
     }
 
-    async fn call(app: Router, req: axum::http::Request<Body>) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
+    async fn call(
+        app: Router,
+        req: axum::http::Request<Body>,
+    ) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
         let resp = app.oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -212,7 +226,10 @@ mod tests {
         assert_eq!(s, StatusCode::OK);
         let resp = app.oneshot(req("GET", "/metrics", "")).await.unwrap();
         let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
-        assert!(text.contains(r#"basalt_http_requests_total{method="POST",route="/v1/t/echo",status="200"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"basalt_http_requests_total{method="POST",route="/v1/t/echo",status="200"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("basalt_http_request_duration_seconds_bucket"), "{text}");
     }
 }

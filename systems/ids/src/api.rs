@@ -99,7 +99,8 @@ async fn decode(
     Query(p): Query<DecodeParams>,
 ) -> Result<Response, ApiError> {
     let kind = parse_kind(p.kind.as_deref())?;
-    let decoded = basalt_idgen::decode(&id, kind, &svc.layout).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    let decoded =
+        basalt_idgen::decode(&id, kind, &svc.layout).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     let body = match decoded {
         Decoded::Snowflake(p) => serde_json::json!({
             "kind": "snowflake", "id": id, "timestamp_ms": p.timestamp_ms, "timestamp": rfc3339(p.timestamp_ms),

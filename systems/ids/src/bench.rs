@@ -43,9 +43,9 @@ fn snowflake_batch(thread: usize, threads: usize) -> impl FnMut() -> u64 {
         loop {
             let now = now_ms();
             for _ in 0..shards.len() {
-                let s = &mut shards[at];
+                let this = at;
                 at = (at + 1) % shards.len();
-                if let Ok(n) = s.fill(now, &mut buf) {
+                if let Ok(n) = shards[this].fill(now, &mut buf) {
                     std::hint::black_box(&buf[..n]);
                     return n as u64;
                 }
@@ -141,7 +141,8 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         Some(u) => (u.trim_end_matches('/').to_string(), None),
         None => {
             let spec = NodeSpec::new(&opts.exe, dir.join("node")).arg("--log-level").arg("warn");
-            let node = NodeProcess::start(spec, Duration::from_secs(30)).await.context("starting a node to benchmark")?;
+            let node =
+                NodeProcess::start(spec, Duration::from_secs(30)).await.context("starting a node to benchmark")?;
             (node.url(), Some(node))
         }
     };

@@ -7,7 +7,7 @@
 
 use basalt_idgen::{Lease, LeaseTable};
 use basalt_runtime::Namespace;
-use rand::RngCore;
+use rand::TryRngCore;
 
 const TABLE_KEY: &[u8] = b"lease_table";
 const HOLDER_KEY: &[u8] = b"holder_id";
@@ -49,7 +49,9 @@ impl LocalRegistry {
     /// The node's own high-water mark: every timestamp it may have issued is at most this.
     pub fn reserved_until_ms(&self) -> anyhow::Result<u64> {
         Ok(match self.ns.get(RESERVED_KEY)? {
-            Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt high-water mark"))?),
+            Some(v) => {
+                u64::from_be_bytes(v.as_slice().try_into().map_err(|_| anyhow::anyhow!("corrupt high-water mark"))?)
+            }
             None => 0,
         })
     }
@@ -88,10 +90,8 @@ impl LocalRegistry {
     /// mark, in one atomic write. Not durable until the caller syncs.
     pub fn renew_all(&self, leases: &[Lease], through_ms: u64, now_ms: u64, ttl_ms: u64) -> anyhow::Result<Vec<Lease>> {
         let mut table = self.load()?;
-        let renewed = leases
-            .iter()
-            .map(|l| table.renew(l, through_ms, now_ms, ttl_ms))
-            .collect::<Result<Vec<_>, _>>()?;
+        let renewed =
+            leases.iter().map(|l| table.renew(l, through_ms, now_ms, ttl_ms)).collect::<Result<Vec<_>, _>>()?;
         let high = self.reserved_until_ms()?.max(through_ms);
         self.save(&table, Some(high))?;
         Ok(renewed)

@@ -48,6 +48,10 @@ impl System for Ids {
         Ok(api::routes(svc))
     }
 
+    fn check(config: &IdsConfig) -> anyhow::Result<()> {
+        config.validate().map(|_| ())
+    }
+
     fn bench(opts: &BenchOpts) -> Option<BenchFuture> {
         let opts = opts.clone();
         Some(Box::pin(async move { bench::run(&opts).await }))

@@ -27,8 +27,16 @@ impl IdsMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
         registry.register("issued", "IDs issued, by kind", m.issued.clone());
-        registry.register("refusals", "Requests refused to avoid a duplicate (clock_behind, out_of_range)", m.refusals.clone());
-        registry.register("waits", "Times a request waited for the clock (sequence exhausted or small backward step)", m.waits.clone());
+        registry.register(
+            "refusals",
+            "Requests refused to avoid a duplicate (clock_behind, out_of_range)",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "waits",
+            "Times a request waited for the clock (sequence exhausted or small backward step)",
+            m.waits.clone(),
+        );
         registry.register("reservation_renewals", "Durable high-water-mark reservations written", m.renewals.clone());
         m
     }

@@ -53,14 +53,28 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, ApiError> {
 impl IdService {
     /// Open the lease table, take worker ids, and make the first reservation — all durable
     /// before the node reports ready. Blocking: call at startup.
-    pub fn start(config: IdsConfig, clock: Clock, registry: LocalRegistry, metrics: IdsMetrics) -> anyhow::Result<Self> {
+    pub fn start(
+        config: IdsConfig,
+        clock: Clock,
+        registry: LocalRegistry,
+        metrics: IdsMetrics,
+    ) -> anyhow::Result<Self> {
         let layout = config.validate()?;
         let now = clock.now_ms();
         let node_floor = registry.reserved_until_ms()?;
-        let leases = registry.acquire(config.generators, config.worker_id_base, layout.max_worker(), now, config.lease_ttl_ms)?;
+        let leases = registry.acquire(
+            config.generators,
+            config.worker_id_base,
+            layout.max_worker(),
+            now,
+            config.lease_ttl_ms,
+        )?;
         let shards = leases
             .iter()
-            .map(|l| Snowflake::new(layout, l.worker, l.floor_ms.max(node_floor), 0, config.max_clock_wait_ms).map(Mutex::new))
+            .map(|l| {
+                Snowflake::new(layout, l.worker, l.floor_ms.max(node_floor), 0, config.max_clock_wait_ms)
+                    .map(Mutex::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut seed = SmallRng::from_os_rng();
         let ulid = UlidGen::new(node_floor, 0, config.max_clock_wait_ms);
@@ -83,7 +97,8 @@ impl IdService {
         let target = svc.reserve(now)?;
         svc.registry.namespace().store().sync_blocking()?;
         svc.publish(target)?;
-        let workers: Vec<u32> = svc.leases.lock().map_err(|_| anyhow::anyhow!("lease lock"))?.iter().map(|l| l.worker).collect();
+        let workers: Vec<u32> =
+            svc.leases.lock().map_err(|_| anyhow::anyhow!("lease lock"))?.iter().map(|l| l.worker).collect();
         tracing::info!(holder = svc.registry.holder(), ?workers, floor_ms = node_floor, "ids: worker ids leased");
         Ok(svc)
     }
@@ -116,9 +131,9 @@ impl IdService {
             return Ok(());
         }
         let now = self.clock.now_ms();
-        let target = self.reserve(now.max(through_ms)).map_err(|e| {
-            ApiError::unavailable("lease_lost", format!("cannot extend the worker-id lease: {e:#}"))
-        })?;
+        let target = self
+            .reserve(now.max(through_ms))
+            .map_err(|e| ApiError::unavailable("lease_lost", format!("cannot extend the worker-id lease: {e:#}")))?;
         self.registry
             .namespace()
             .sync()
@@ -179,8 +194,12 @@ impl IdService {
                 self.fill_snowflake(&mut out).await?;
                 Batch::Snowflake(out)
             }
-            Kind::Ulid => Batch::Ulid(self.fill_random(&self.ulid, count, |(g, r), now, out| g.fill(now, r, out)).await?),
-            Kind::UuidV7 => Batch::UuidV7(self.fill_random(&self.uuid, count, |(g, r), now, out| g.fill(now, r, out)).await?),
+            Kind::Ulid => {
+                Batch::Ulid(self.fill_random(&self.ulid, count, |(g, r), now, out| g.fill(now, r, out)).await?)
+            }
+            Kind::UuidV7 => {
+                Batch::UuidV7(self.fill_random(&self.uuid, count, |(g, r), now, out| g.fill(now, r, out)).await?)
+            }
         };
         self.metrics.issued(kind.as_str(), count as u64);
         Ok(batch)
