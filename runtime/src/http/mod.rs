@@ -71,7 +71,7 @@ pub fn host_router(parts: HostParts) -> Router {
     .layer(PropagateRequestIdLayer::x_request_id())
     .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
         let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
     }))
     .layer(SetRequestIdLayer::x_request_id(Counter::default()))
 }

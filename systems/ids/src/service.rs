@@ -158,7 +158,13 @@ impl IdService {
         match refusal {
             Refusal::Wait { until_ms } => {
                 self.metrics.waits.inc();
-                tokio::time::sleep(Duration::from_millis(until_ms.saturating_sub(now).max(1))).await;
+                if until_ms <= now + 1 {
+                    // The next millisecond is less than one away: the timer wheel's 1 ms
+                    // granularity would sleep up to 2 ms, so yield and re-read the clock.
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(until_ms - now)).await;
+                }
                 Ok(())
             }
             Refusal::NeedReservation { through_ms } => self.extend(through_ms).await,
