@@ -11,6 +11,11 @@ use basalt_runtime::node::CancellationToken;
 use basalt_runtime::{Plug, plug};
 use clap::{Args, Parser, Subcommand};
 
+/// The engines systems stand on.
+fn engines() -> Vec<Box<dyn basalt_runtime::engine::Engine>> {
+    vec![]
+}
+
 /// Every system this node can run — adding a system is one line here.
 fn plugs() -> Vec<Plug> {
     vec![plug::<basalt_ids::Ids>()]
@@ -50,6 +55,15 @@ struct ServeArgs {
     /// The HTTP listener [default: 127.0.0.1:7070]; port 0 picks a free one.
     #[arg(long, value_name = "HOST:PORT")]
     http_addr: Option<String>,
+    /// This node's id in a cluster [default: 1]; unique and stable.
+    #[arg(long, value_name = "N")]
+    node_id: Option<u64>,
+    /// The internal transport's listener [default: 127.0.0.1:7071].
+    #[arg(long, value_name = "HOST:PORT")]
+    peer_addr: Option<String>,
+    /// Join the cluster that the node at this HTTP address belongs to.
+    #[arg(long, value_name = "HOST:PORT")]
+    join: Option<String>,
     /// `pretty` or `json` [default: pretty].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -119,6 +133,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let flags = [
         ("data_dir", args.data_dir.map(|p| p.display().to_string())),
         ("http_addr", args.http_addr),
+        ("peer_addr", args.peer_addr),
+        ("join", args.join),
         ("log_format", args.log_format),
         ("log_level", args.log_level),
     ];
@@ -127,6 +143,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             // Quoted so that values are always strings, whatever they look like.
             sources.flags.push((key.to_string(), toml_string(&v)));
         }
+    }
+    if let Some(id) = args.node_id {
+        sources.flags.push(("node_id".into(), id.to_string()));
     }
     for kv in &args.set {
         let (k, v) = kv.split_once('=').with_context(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
@@ -139,7 +158,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     basalt_runtime::logging::init(config.log_format, &config.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(basalt_runtime::node::run(config, plugs, CancellationToken::new()))
+    runtime.block_on(basalt_runtime::node::run(config, engines(), plugs, CancellationToken::new()))
 }
 
 /// A TOML basic string (JSON's escapes are a subset of TOML's).

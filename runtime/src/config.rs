@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::transport::TransportConfig;
+
 /// Prefix of every environment variable the node reads.
 pub const ENV_PREFIX: &str = "BASALT_";
 /// The environment variable naming the config file.
@@ -28,6 +30,15 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The HTTP listener (every system's `/v1/<system>/…` routes, health and metrics).
     pub http_addr: SocketAddr,
+    /// This node's id in a cluster; unique per cluster and stable across restarts.
+    pub node_id: u64,
+    /// The internal transport's listener (engine-to-engine traffic).
+    pub peer_addr: SocketAddr,
+    /// The HTTP address of a member of an existing cluster to join on first start.
+    pub join: Option<String>,
+    /// Allow `PUT /v1/node/faults` (drop, delay, partition per peer). For fault tests and
+    /// benchmarks; never enable in production.
+    pub fault_injection: bool,
     /// `pretty` for people, `json` for log pipelines.
     pub log_format: LogFormat,
     /// A tracing filter, e.g. `info` or `basalt_ids=debug,info`.
@@ -42,6 +53,9 @@ pub struct NodeConfig {
     /// clock; leave at 0 in production.
     pub clock_offset_ms: i64,
     pub http: HttpConfig,
+    pub transport: TransportConfig,
+    /// One table per engine, keyed by the engine's name (`[engines.consensus]`).
+    pub engines: BTreeMap<String, toml::Table>,
     /// One table per system, keyed by the system's name (`[systems.ids]`). Every system has an
     /// `enabled` key (default true); the rest is the system's own.
     pub systems: BTreeMap<String, toml::Table>,
@@ -52,6 +66,10 @@ impl Default for NodeConfig {
         Self {
             data_dir: PathBuf::from("./data"),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            node_id: 1,
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            join: None,
+            fault_injection: false,
             log_format: LogFormat::Pretty,
             log_level: "info".to_string(),
             fsync: FsyncPolicy::Always,
@@ -59,6 +77,8 @@ impl Default for NodeConfig {
             shutdown_grace_ms: 10_000,
             clock_offset_ms: 0,
             http: HttpConfig::default(),
+            transport: TransportConfig::default(),
+            engines: BTreeMap::new(),
             systems: BTreeMap::new(),
         }
     }
@@ -165,6 +185,9 @@ impl NodeConfig {
         if self.http.body_limit_bytes == 0 {
             bail!("http.body_limit_bytes must be at least 1");
         }
+        if self.node_id == 0 {
+            bail!("node_id must be at least 1");
+        }
         if self.http.concurrency_max == 0 {
             bail!("http.concurrency_max must be at least 1");
         }
@@ -185,6 +208,11 @@ impl NodeConfig {
     /// A system's table (its defaults merged with what the layers set).
     pub fn system_table(&self, name: &str) -> toml::Table {
         self.systems.get(name).cloned().unwrap_or_default()
+    }
+
+    /// An engine's table.
+    pub fn engine_table(&self, name: &str) -> toml::Table {
+        self.engines.get(name).cloned().unwrap_or_default()
     }
 
     pub fn system_enabled(&self, name: &str) -> bool {

@@ -7,6 +7,8 @@
 //! - [`http`]: the HTTP host, the error shape, extractors.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`system`]: the seam a system plugs in through.
+//! - [`engine`]: the seam an engine (consensus, ring, log) plugs in through.
+//! - [`transport`]: node-to-node RPC with a fault hook.
 //! - [`node`]: start, serve, shut down.
 //! - [`bench`]: the benchmark harness behind `basalt bench`.
 //! - [`process`]: start and stop real node processes (tests, benches, fault harness).
@@ -14,6 +16,7 @@
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -21,6 +24,7 @@ pub mod node;
 pub mod process;
 pub mod storage;
 pub mod system;
+pub mod transport;
 
 pub use clock::Clock;
 pub use http::ApiError;

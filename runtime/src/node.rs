@@ -11,19 +11,32 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 pub use tokio_util::sync::CancellationToken;
 
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+
 use crate::clock::Clock;
 use crate::config::{ConfigSources, NodeConfig};
+use crate::engine::{Engine, EngineContext, Extensions, NodeIdentity};
+use crate::http::ApiError;
+use crate::http::extract::Json;
 use crate::http::{HostParts, host_router};
 use crate::metrics::{HttpMetrics, MetricsHandle};
 use crate::storage::Store;
 use crate::system::{Plug, SystemContext, Tasks};
+use crate::transport::{FaultRule, Faults, Transport, inbound_faults};
 
 /// Written to `<data_dir>/node.json` once the node listens, and removed at a clean stop, so
 /// harnesses (tests, `basalt bench`, `basalt chaos`) learn the bound address without racing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub pid: u32,
+    pub node_id: u64,
     pub http_addr: String,
+    pub peer_addr: String,
     pub version: String,
 }
 
@@ -58,13 +71,50 @@ pub fn load_config(plugs: &[Plug], sources: &ConfigSources) -> anyhow::Result<No
 }
 
 /// Run a node until `stop` is cancelled or a signal arrives.
-pub async fn run(config: NodeConfig, plugs: Vec<Plug>, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    mut engines: Vec<Box<dyn Engine>>,
+    plugs: Vec<Plug>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir, config.fsync, Duration::from_millis(config.fsync_interval_ms))?;
     let clock = Clock::with_offset_ms(config.clock_offset_ms);
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let mut tasks = Tasks::default();
     let shutdown = CancellationToken::new();
+
+    // Bind both listeners first: engines advertise the real addresses (the config may say port 0).
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {}", config.http_addr))?;
+    let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
+        .await
+        .with_context(|| format!("binding the peer listener on {}", config.peer_addr))?;
+    let identity = NodeIdentity {
+        node_id: config.node_id,
+        http_addr: listener.local_addr()?,
+        peer_addr: peer_listener.local_addr()?,
+        join: config.join.clone(),
+    };
+    let faults = Faults::default();
+    let transport = Transport::new(config.node_id, config.transport.clone(), faults.clone())?;
+    let mut extensions = Extensions::default();
+
+    for engine in &mut engines {
+        let name = engine.name();
+        let mut ctx = EngineContext {
+            identity: identity.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            transport: transport.clone(),
+            shutdown: shutdown.clone(),
+            extensions: &mut extensions,
+            metrics: registry.sub_registry_with_prefix(format!("basalt_{name}")),
+            tasks: &mut tasks,
+        };
+        engine.prepare(&mut ctx, config.engine_table(name)).with_context(|| format!("preparing engine `{name}`"))?;
+    }
 
     let mut systems = Vec::new();
     for plug in &plugs {
@@ -74,32 +124,63 @@ pub async fn run(config: NodeConfig, plugs: Vec<Plug>, stop: CancellationToken) 
         }
         let namespace = store.namespace(plug.name)?;
         let sub = registry.sub_registry_with_prefix(format!("basalt_{}", plug.name));
-        let mut ctx = SystemContext::new(plug.name, namespace, clock.clone(), shutdown.clone(), sub, &mut tasks);
+        let mut ctx =
+            SystemContext::new(plug.name, namespace, clock.clone(), shutdown.clone(), sub, &mut tasks, &extensions);
         let routes = plug
             .start(&mut ctx, config.system_table(plug.name))
             .with_context(|| format!("starting system `{}`", plug.name))?;
         systems.push((plug.name, routes));
     }
 
+    let mut peer_routes = Router::new();
+    let mut public_routes = vec![node_routes(&config, &faults, &clock)];
+    for engine in &mut engines {
+        let name = engine.name();
+        let mut ctx = EngineContext {
+            identity: identity.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            transport: transport.clone(),
+            shutdown: shutdown.clone(),
+            extensions: &mut extensions,
+            metrics: registry.sub_registry_with_prefix(format!("basalt_{name}")),
+            tasks: &mut tasks,
+        };
+        let routes = engine.start(&mut ctx).await.with_context(|| format!("starting engine `{name}`"))?;
+        peer_routes = peer_routes.merge(routes.peer);
+        public_routes.push(routes.public);
+    }
+
     let ready = Arc::new(AtomicBool::new(false));
     let app = host_router(HostParts {
         systems,
+        extra: public_routes,
         metrics: MetricsHandle::new(registry),
         http_metrics,
         ready: ready.clone(),
         limits: config.http.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding the HTTP listener on {}", config.http_addr))?;
-    let addr = listener.local_addr()?;
-    write_node_info(&config.data_dir, &addr.to_string())?;
-    tracing::info!(http_addr = %addr, data_dir = %config.data_dir.display(), "basalt node listening");
+    write_node_info(&config.data_dir, &identity)?;
+    tracing::info!(
+        node_id = identity.node_id,
+        http_addr = %identity.http_addr,
+        peer_addr = %identity.peer_addr,
+        data_dir = %config.data_dir.display(),
+        "basalt node listening"
+    );
 
     let drain = CancellationToken::new();
     let server = tokio::spawn({
         let drain = drain.clone();
         async move { axum::serve(listener, app).with_graceful_shutdown(drain.cancelled_owned()).await }
+    });
+    let peer_stop = CancellationToken::new();
+    let peer_app = peer_routes
+        .layer(axum::middleware::from_fn_with_state(faults.clone(), inbound_faults))
+        .layer(DefaultBodyLimit::max(config.transport.body_limit_bytes));
+    let peer_server = tokio::spawn({
+        let peer_stop = peer_stop.clone();
+        async move { axum::serve(peer_listener, peer_app).with_graceful_shutdown(peer_stop.cancelled_owned()).await }
     });
     ready.store(true, Ordering::Release);
 
@@ -118,16 +199,82 @@ pub async fn run(config: NodeConfig, plugs: Vec<Plug>, stop: CancellationToken) 
     }
     shutdown.cancel();
     tasks.join(grace).await;
+    for engine in &mut engines {
+        if tokio::time::timeout(grace, engine.stop()).await.is_err() {
+            tracing::warn!(engine = engine.name(), "engine did not stop within the grace period");
+        }
+    }
+    peer_stop.cancel();
+    let _ = tokio::time::timeout(grace, peer_server).await;
     store.flush().context("flushing the store at shutdown")?;
     let _ = std::fs::remove_file(node_info_path(&config.data_dir));
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
-fn write_node_info(dir: &Path, http_addr: &str) -> anyhow::Result<()> {
+/// `/v1/node/…`: this node's own controls. The fault hook and clock skew answer only when
+/// `fault_injection = true`.
+fn node_routes(config: &NodeConfig, faults: &Faults, clock: &Clock) -> Router {
+    #[derive(Clone)]
+    struct NodeState {
+        enabled: bool,
+        faults: Faults,
+        clock: Clock,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FaultsBody {
+        peers: BTreeMap<u64, FaultRule>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ClockBody {
+        offset_ms: i64,
+    }
+    fn guard(s: &NodeState) -> Result<(), ApiError> {
+        if s.enabled {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "fault_injection_disabled",
+                "fault injection is off on this node; start it with fault_injection = true",
+            ))
+        }
+    }
+    let state = NodeState { enabled: config.fault_injection, faults: faults.clone(), clock: clock.clone() };
+    Router::new()
+        .route(
+            "/v1/node/faults",
+            get(|State(s): State<NodeState>| async move {
+                guard(&s)?;
+                Ok::<_, ApiError>(axum::Json(serde_json::json!({ "peers": s.faults.all() })))
+            })
+            .put(|State(s): State<NodeState>, Json(body): Json<FaultsBody>| async move {
+                guard(&s)?;
+                s.faults.set_all(body.peers);
+                Ok::<_, ApiError>(axum::Json(serde_json::json!({ "peers": s.faults.all() })))
+            }),
+        )
+        .route(
+            "/v1/node/clock",
+            put(|State(s): State<NodeState>, Json(body): Json<ClockBody>| async move {
+                guard(&s)?;
+                s.clock.skew(body.offset_ms - s.clock.offset_ms());
+                Ok::<_, ApiError>(axum::Json(
+                    serde_json::json!({ "offset_ms": s.clock.offset_ms(), "now_ms": s.clock.now_ms() }),
+                ))
+            }),
+        )
+        .with_state(state)
+}
+
+fn write_node_info(dir: &Path, id: &NodeIdentity) -> anyhow::Result<()> {
     let info = NodeInfo {
         pid: std::process::id(),
-        http_addr: http_addr.to_string(),
+        node_id: id.node_id,
+        http_addr: id.http_addr.to_string(),
+        peer_addr: id.peer_addr.to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let tmp = dir.join("node.json.tmp");

@@ -44,6 +44,7 @@ pub struct NodeProcess {
     pub spec: NodeSpec,
     child: Child,
     pub http_addr: String,
+    pub peer_addr: String,
 }
 
 impl NodeProcess {
@@ -57,6 +58,9 @@ impl NodeProcess {
         cmd.arg("serve").arg("--data-dir").arg(&spec.data_dir);
         if !spec.args.iter().any(|a| a == "--http-addr") {
             cmd.args(["--http-addr", "127.0.0.1:0"]);
+        }
+        if !spec.args.iter().any(|a| a == "--peer-addr") {
+            cmd.args(["--peer-addr", "127.0.0.1:0"]);
         }
         cmd.args(&spec.args)
             .envs(spec.env.iter().cloned())
@@ -77,7 +81,7 @@ impl NodeProcess {
             {
                 let ready = client.get(format!("http://{}/readyz", info.http_addr)).send().await;
                 if ready.is_ok_and(|r| r.status().is_success()) {
-                    return Ok(Self { spec, child, http_addr: info.http_addr });
+                    return Ok(Self { spec, child, http_addr: info.http_addr, peer_addr: info.peer_addr });
                 }
             }
             if tokio::time::Instant::now() > deadline {

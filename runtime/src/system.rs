@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bench::{BenchOpts, Report};
 use crate::clock::Clock;
+use crate::engine::Extensions;
 use crate::storage::Namespace;
 
 pub trait System: 'static {
@@ -54,6 +56,7 @@ pub struct SystemContext<'a> {
     pub shutdown: CancellationToken,
     metrics: &'a mut Registry,
     tasks: &'a mut Tasks,
+    extensions: &'a Extensions,
 }
 
 impl<'a> SystemContext<'a> {
@@ -64,8 +67,14 @@ impl<'a> SystemContext<'a> {
         shutdown: CancellationToken,
         metrics: &'a mut Registry,
         tasks: &'a mut Tasks,
+        extensions: &'a Extensions,
     ) -> Self {
-        Self { name, namespace, clock, shutdown, metrics, tasks }
+        Self { name, namespace, clock, shutdown, metrics, tasks, extensions }
+    }
+
+    /// A handle an engine shared, e.g. `ctx.engine::<Consensus>()`.
+    pub fn engine<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.extensions.get::<T>()
     }
 
     /// Register metrics here; they are exported as `basalt_<system>_<name>`.

@@ -30,6 +30,8 @@ use crate::metrics::{HttpMetrics, MetricsHandle, RequestLabels, RouteLabels};
 pub struct HostParts {
     /// `(name, routes)`: each mounted at `/v1/<name>`.
     pub systems: Vec<(&'static str, Router)>,
+    /// Routes mounted as they are (engines' and the node's own `/v1/cluster`, `/v1/node`).
+    pub extra: Vec<Router>,
     pub metrics: MetricsHandle,
     pub http_metrics: HttpMetrics,
     /// False until every system has started, and again once shutdown begins.
@@ -53,6 +55,9 @@ pub fn host_router(parts: HostParts) -> Router {
         .route("/metrics", get(render_metrics).with_state(parts.metrics.clone()));
     for (name, routes) in parts.systems {
         app = app.nest(&format!("/v1/{name}"), routes);
+    }
+    for routes in parts.extra {
+        app = app.merge(routes);
     }
     let limits = parts.limits;
     app.fallback(|req: Request| async move {
@@ -172,6 +177,7 @@ mod tests {
             .route("/boom", get(boom));
         host_router(HostParts {
             systems: vec![("t", sys)],
+            extra: vec![],
             metrics: MetricsHandle::new(registry),
             http_metrics,
             ready: Arc::new(AtomicBool::new(ready)),
