@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// The engines systems stand on.
 fn engines() -> Vec<Box<dyn basalt_runtime::engine::Engine>> {
-    vec![]
+    vec![Box::new(basalt_consensus::ConsensusEngine::new())]
 }
 
 /// Every system this node can run — adding a system is one line here.

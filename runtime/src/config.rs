@@ -71,7 +71,7 @@ impl Default for NodeConfig {
             join: None,
             fault_injection: false,
             log_format: LogFormat::Pretty,
-            log_level: "info".to_string(),
+            log_level: "info,openraft=warn".to_string(),
             fsync: FsyncPolicy::Always,
             fsync_interval_ms: 100,
             shutdown_grace_ms: 10_000,

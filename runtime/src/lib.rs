@@ -28,5 +28,6 @@ pub mod transport;
 
 pub use clock::Clock;
 pub use http::ApiError;
+pub use reqwest;
 pub use storage::{Namespace, Store};
 pub use system::{Plug, System, SystemContext, plug};

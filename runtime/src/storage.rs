@@ -217,6 +217,36 @@ impl Namespace {
         Ok(out)
     }
 
+    /// Keys in `[from, to)`, in key order, at most `limit` of them.
+    pub fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StorageError> {
+        let mut out = Vec::new();
+        for guard in self.ks.range(from..to).take(limit) {
+            let (k, v) = guard.into_inner()?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The last (largest) key with `prefix`, and its value.
+    pub fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<KeyValue>, StorageError> {
+        match self.ks.prefix(prefix).next_back() {
+            Some(guard) => {
+                let (k, v) = guard.into_inner()?;
+                Ok(Some((k.to_vec(), v.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Keys in `[from, to)` (keys only), in order.
+    pub fn keys_in(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut out = Vec::new();
+        for guard in self.ks.range(from..to) {
+            out.push(guard.key()?.to_vec());
+        }
+        Ok(out)
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

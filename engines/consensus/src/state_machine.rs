@@ -1,0 +1,244 @@
+//! The state-machine side of the engine: the seam systems plug their state machines into, and
+//! openraft's `RaftStateMachine` over all of them.
+//!
+//! Systems keep their state in memory (control-plane state: config, flags, locks, leases). The
+//! durable truth is the snapshot (namespace `raft_sm`, written when openraft builds one) plus the
+//! log after it: on start the engine restores the snapshot into every registered system and
+//! openraft re-applies the committed entries that follow.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, RwLock};
+
+use basalt_runtime::Namespace;
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::types::{Entry, LogId, Reply, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+/// A system's replicated state. Implementations use interior mutability so the system can read
+/// its state (after `Consensus::read_barrier`) while the engine applies.
+pub trait StateMachine: Send + Sync + 'static {
+    /// Apply one committed command. Must be deterministic: the same commands in the same order
+    /// give the same state and replies on every node. `index` is the entry's log index, usable
+    /// as a version number. Bad commands must be answered (in the reply), never panicked on.
+    fn apply(&self, index: u64, command: &[u8]) -> Vec<u8>;
+    /// The whole state, to be restored elsewhere with `restore`.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replace the whole state (empty bytes: the empty state).
+    fn restore(&self, snapshot: &[u8]) -> anyhow::Result<()>;
+}
+
+/// One applied entry, as the change feed announces it.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub index: u64,
+    /// The system the command was for (`None` for blank and membership entries).
+    pub system: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct SnapshotPayload {
+    systems: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+const SNAPSHOT_KEY: &[u8] = b"snapshot";
+
+fn io_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
+}
+
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    snapshots_built: u64,
+}
+
+pub(crate) struct Inner {
+    systems: RwLock<BTreeMap<String, Arc<dyn StateMachine>>>,
+    /// Held while applying and while snapshotting, so a snapshot is one consistent cut.
+    state: Mutex<AppliedState>,
+    ns: Namespace,
+    applied_tx: watch::Sender<u64>,
+    feed: broadcast::Sender<Applied>,
+}
+
+/// openraft's view of every system's state machine. Cheap to clone.
+#[derive(Clone)]
+pub struct SmStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl SmStore {
+    pub fn new(ns: Namespace) -> Self {
+        let (applied_tx, _) = watch::channel(0);
+        let (feed, _) = broadcast::channel(4096);
+        Self {
+            inner: Arc::new(Inner {
+                systems: RwLock::default(),
+                state: Mutex::new(AppliedState {
+                    last_applied: None,
+                    membership: StoredMembership::default(),
+                    snapshots_built: 0,
+                }),
+                ns,
+                applied_tx,
+                feed,
+            }),
+        }
+    }
+
+    pub fn register(&self, name: &str, sm: Arc<dyn StateMachine>) -> anyhow::Result<()> {
+        let mut systems = self.inner.systems.write().map_err(|_| anyhow::anyhow!("state machine registry poisoned"))?;
+        anyhow::ensure!(!systems.contains_key(name), "a state machine named `{name}` is already registered");
+        systems.insert(name.to_string(), sm);
+        Ok(())
+    }
+
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.inner.applied_tx.subscribe()
+    }
+
+    pub fn feed(&self) -> broadcast::Receiver<Applied> {
+        self.inner.feed.subscribe()
+    }
+
+    /// Restore the last persisted snapshot into every registered system (at start).
+    pub fn load_snapshot(&self) -> anyhow::Result<Option<u64>> {
+        let Some(stored) = self.stored_snapshot()? else { return Ok(None) };
+        self.install(&stored.meta, &stored.data)?;
+        Ok(stored.meta.last_log_id.map(|l| l.index))
+    }
+
+    fn stored_snapshot(&self) -> anyhow::Result<Option<StoredSnapshot>> {
+        Ok(match self.inner.ns.get(SNAPSHOT_KEY)? {
+            Some(b) => Some(postcard::from_bytes(&b)?),
+            None => None,
+        })
+    }
+
+    fn install(&self, meta: &SnapshotMeta, data: &[u8]) -> anyhow::Result<()> {
+        let payload: SnapshotPayload =
+            if data.is_empty() { SnapshotPayload::default() } else { postcard::from_bytes(data)? };
+        let mut state = self.inner.state.lock().map_err(|_| anyhow::anyhow!("state poisoned"))?;
+        let systems = self.inner.systems.read().map_err(|_| anyhow::anyhow!("registry poisoned"))?;
+        for (name, sm) in systems.iter() {
+            let bytes = payload.systems.get(name).map(Vec::as_slice).unwrap_or(&[]);
+            sm.restore(bytes).map_err(|e| anyhow::anyhow!("restoring `{name}` from the snapshot: {e:#}"))?;
+        }
+        state.last_applied = meta.last_log_id;
+        state.membership = meta.last_membership.clone();
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        self.inner.applied_tx.send_replace(index);
+        Ok(())
+    }
+
+    async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.to_vec() };
+        let bytes = postcard::to_allocvec(&stored).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        self.inner.ns.put(SNAPSHOT_KEY, bytes).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        self.inner.ns.sync().await.map_err(|e| io_err(ErrorVerb::Write, e))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SmStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (meta, data) = {
+            let mut state = self.inner.state.lock().map_err(|_| io_err(ErrorVerb::Read, "state poisoned"))?;
+            let systems = self.inner.systems.read().map_err(|_| io_err(ErrorVerb::Read, "registry poisoned"))?;
+            let payload =
+                SnapshotPayload { systems: systems.iter().map(|(n, sm)| (n.clone(), sm.snapshot())).collect() };
+            let data = postcard::to_allocvec(&payload).map_err(|e| io_err(ErrorVerb::Write, e))?;
+            state.snapshots_built += 1;
+            let id = match state.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, state.snapshots_built),
+                None => format!("none-{}", state.snapshots_built),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: state.last_applied,
+                last_membership: state.membership.clone(),
+                snapshot_id: id,
+            };
+            (meta, data)
+        };
+        self.persist_snapshot(&meta, &data).await?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for SmStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let state = self.inner.state.lock().map_err(|_| io_err(ErrorVerb::Read, "state poisoned"))?;
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let mut events = Vec::new();
+        {
+            let mut state = self.inner.state.lock().map_err(|_| io_err(ErrorVerb::Write, "state poisoned"))?;
+            let systems = self.inner.systems.read().map_err(|_| io_err(ErrorVerb::Write, "registry poisoned"))?;
+            for entry in entries {
+                let log_id = *entry.get_log_id();
+                state.last_applied = Some(log_id);
+                let (reply, system) = match entry.payload {
+                    EntryPayload::Blank => (Reply::None, None),
+                    EntryPayload::Membership(m) => {
+                        state.membership = StoredMembership::new(Some(log_id), m);
+                        (Reply::None, None)
+                    }
+                    EntryPayload::Normal(cmd) => match systems.get(&cmd.system) {
+                        Some(sm) => (Reply::Data(sm.apply(log_id.index, &cmd.payload)), Some(cmd.system)),
+                        None => (Reply::NoSuchSystem(cmd.system.clone()), Some(cmd.system)),
+                    },
+                };
+                replies.push(reply);
+                events.push(Applied { index: log_id.index, system });
+            }
+        }
+        if let Some(last) = events.last() {
+            self.inner.applied_tx.send_replace(last.index);
+        }
+        for e in events {
+            let _ = self.inner.feed.send(e);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        self.install(meta, &data).map_err(|e| io_err(ErrorVerb::Write, format!("{e:#}")))?;
+        self.persist_snapshot(meta, &data).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let stored = self.stored_snapshot().map_err(|e| io_err(ErrorVerb::Read, e))?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
