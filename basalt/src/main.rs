@@ -1,6 +1,8 @@
 //! `basalt`: the node binary. `serve` runs a node, `bench` measures a system, `version` says
 //! which build this is. Every system is listed once, in `plugs()`.
 
+mod cluster;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ fn engines() -> Vec<Box<dyn basalt_runtime::engine::Engine>> {
 
 /// Every system this node can run — adding a system is one line here.
 fn plugs() -> Vec<Plug> {
-    vec![plug::<basalt_ids::Ids>()]
+    vec![plug::<basalt_ids::Ids>(), plug::<basalt_config::ConfigSystem>()]
 }
 
 #[derive(Parser)]
@@ -40,6 +42,12 @@ enum Command {
     Serve(ServeArgs),
     /// Measure a system (throughput and latency percentiles), with its peer where one exists.
     Bench(BenchArgs),
+    /// Inspect and change cluster membership through any node's HTTP API.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Tools for development: a local multi-node cluster in the foreground.
+    #[command(subcommand)]
+    Dev(cluster::DevCommand),
     /// Print the version.
     Version,
 }
@@ -111,6 +119,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench(args),
+        Command::Cluster(c) => cluster::run_cluster(c),
+        Command::Dev(c) => cluster::run_dev(c),
         Command::Version => {
             println!("basalt {}", env!("CARGO_PKG_VERSION"));
             Ok(())

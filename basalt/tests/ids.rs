@@ -97,7 +97,18 @@ async fn bad_input_gets_a_400_that_says_what_is_wrong() {
 #[tokio::test]
 async fn concurrent_requests_never_share_an_id() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(spec(dir.path()).arg("--set").arg("systems.ids.generators=2")).await;
+    // 2 generators × 256 IDs per ms (8 sequence bits): every 2,000-ID request outruns a
+    // millisecond, so shards hand over and requests wait — the contended path is exercised.
+    let node = start(
+        spec(dir.path())
+            .arg("--set")
+            .arg("systems.ids.generators=2")
+            .arg("--set")
+            .arg("systems.ids.sequence_bits=8")
+            .arg("--set")
+            .arg("systems.ids.worker_bits=14"),
+    )
+    .await;
     let url = node.url();
     let mut tasks = Vec::new();
     for t in 0..16 {
@@ -117,7 +128,6 @@ async fn concurrent_requests_never_share_an_id() {
         }
     }
     assert_eq!(seen.len(), 16 * 20 * 2000);
-    // 2 generators × 4,096 per ms: 640,000 IDs needed waits for the next millisecond.
     assert!(metric(&url, "basalt_ids_waits_total").await.unwrap() > 0.0);
 }
 

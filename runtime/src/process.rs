@@ -158,3 +158,52 @@ fn tail_log(dir: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// A peer server (etcd, redis-server …) started by a benchmark; killed when dropped.
+#[derive(Debug)]
+pub struct PeerProcess {
+    child: Child,
+    pub name: String,
+    log: PathBuf,
+}
+
+impl PeerProcess {
+    /// Start `program args…`, logging to `log`. Fails with the install command when the
+    /// program is missing.
+    pub fn start(name: &str, program: &str, args: &[String], log: &Path, install_hint: &str) -> anyhow::Result<Self> {
+        let out = std::fs::File::create(log)?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot start the peer `{program}` ({e}); install it with `{install_hint}`")
+            })?;
+        Ok(Self { child, name: name.to_string(), log: log.to_path_buf() })
+    }
+
+    /// Whether `program` is on PATH.
+    pub fn available(program: &str) -> bool {
+        Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound and released; a small race that harnesses accept).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

@@ -419,14 +419,24 @@ impl Consensus {
                 return Err(ConsensusError::Rejected(format!("node {target} did not catch up in time")));
             }
         }
-        let r: Result<Result<(), WireError>, RpcError> =
-            self.inner.transport.call(target, &member.peer_addr, crate::peer::ELECT, &(), None).await;
-        r.map_err(|e| ConsensusError::Unknown(e.to_string()))?.map_err(ConsensusError::from)?;
+        // A campaign can lose (a follower still hearing from this leader may refuse its vote
+        // for a while), so ask again until the target leads or the deadline passes.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.inner.config.request_timeout_ms * 3);
+        let round = Duration::from_millis(self.inner.config.election_timeout_max_ms * 2);
         loop {
-            if rx.borrow().current_leader == Some(target) {
-                return Ok(());
+            let r: Result<Result<(), WireError>, RpcError> =
+                self.inner.transport.call(target, &member.peer_addr, crate::peer::ELECT, &(), None).await;
+            r.map_err(|e| ConsensusError::Unknown(e.to_string()))?.map_err(ConsensusError::from)?;
+            let round_end = (tokio::time::Instant::now() + round).min(deadline);
+            loop {
+                if rx.borrow().current_leader == Some(target) {
+                    return Ok(());
+                }
+                if tokio::time::timeout_at(round_end, rx.changed()).await.is_err() {
+                    break;
+                }
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
                 return Err(ConsensusError::Unknown(format!("node {target} did not take over in time")));
             }
         }

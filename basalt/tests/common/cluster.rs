@@ -1,0 +1,159 @@
+//! A real N-node cluster on loopback for end-to-end and fault tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use basalt_runtime::process::{NodeProcess, NodeSpec};
+
+use super::{EXE, START_TIMEOUT, client, send};
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Option<NodeProcess>>,
+    /// Each node's spec, kept so a killed node restarts on the same data and ports.
+    specs: Vec<NodeSpec>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Cluster {
+    /// Start `n` nodes: node 1 bootstraps, the others join it; wait until all are voters.
+    pub async fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cluster { dir, nodes: Vec::new(), specs: Vec::new() };
+        for _ in 0..n {
+            c.add_node().await;
+        }
+        c.wait_voters(n).await;
+        c
+    }
+
+    /// Start one more node that joins through node 1 (or the first live node).
+    pub async fn add_node(&mut self) -> usize {
+        let id = self.nodes.len() + 1;
+        // Fixed ports per node, so a restarted node keeps the address its peers know.
+        let mut spec = NodeSpec::new(EXE, self.dir.path().join(format!("node-{id}")))
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--peer-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--set")
+            .arg("fault_injection=true")
+            .arg("--set")
+            .arg("engines.consensus.heartbeat_ms=50")
+            .arg("--set")
+            .arg("engines.consensus.election_timeout_min_ms=300")
+            .arg("--set")
+            .arg("engines.consensus.election_timeout_max_ms=600");
+        if let Some(seed) = self.nodes.iter().flatten().next() {
+            spec = spec.arg("--join").arg(seed.http_addr.clone());
+        }
+        self.specs.push(spec.clone());
+        self.nodes.push(Some(NodeProcess::start(spec, START_TIMEOUT).await.expect("node starts")));
+        id
+    }
+
+    pub fn url(&self, id: usize) -> String {
+        self.nodes[id - 1].as_ref().expect("node is running").url()
+    }
+
+    pub fn live(&self) -> Vec<usize> {
+        (1..=self.nodes.len()).filter(|id| self.nodes[id - 1].is_some()).collect()
+    }
+
+    pub async fn status(&self, id: usize) -> serde_json::Value {
+        send(client().get(format!("{}/v1/cluster", self.url(id)))).await.1
+    }
+
+    /// Wait (up to 60 s) until `pred` holds, polling every 20 ms.
+    pub async fn wait_for<F, Fut>(&self, what: &str, mut pred: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !pred().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_voters(&self, n: usize) {
+        let first = self.live()[0];
+        self.wait_for(&format!("{n} voters"), || async {
+            let s = self.status(first).await;
+            s["members"].as_array().is_some_and(|m| m.iter().filter(|x| x["voter"] == true).count() == n)
+                && s["leader_id"].is_u64()
+        })
+        .await;
+    }
+
+    /// The node that says it is the leader (waiting up to 60 s for one).
+    pub async fn leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            for id in self.live() {
+                if self.status(id).await["state"] == "leader" {
+                    return id;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no leader within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn kill9(&mut self, id: usize) {
+        let mut node = self.nodes[id - 1].take().expect("node is running");
+        node.kill9().unwrap();
+    }
+
+    /// Start a killed node again on its data dir and ports. It is already a member, so it
+    /// starts without `--join`.
+    pub async fn restart(&mut self, id: usize) {
+        let spec = self.specs[id - 1].clone();
+        let mut args = Vec::new();
+        let mut it = spec.args.iter();
+        while let Some(a) = it.next() {
+            if a == "--join" {
+                it.next();
+            } else {
+                args.push(a.clone());
+            }
+        }
+        let spec = NodeSpec { args, ..spec };
+        self.nodes[id - 1] = Some(NodeProcess::start(spec, START_TIMEOUT).await.expect("node restarts"));
+    }
+
+    /// Cut `id` off from every other node, both directions (through the fault hook).
+    pub async fn isolate(&self, id: usize) {
+        let n = self.nodes.len();
+        for other in self.live() {
+            let peers: serde_json::Map<String, serde_json::Value> = if other == id {
+                (1..=n)
+                    .filter(|p| *p != id)
+                    .map(|p| (p.to_string(), serde_json::json!({"drop_out": true, "drop_in": true})))
+                    .collect()
+            } else {
+                [(id.to_string(), serde_json::json!({"drop_out": true, "drop_in": true}))].into_iter().collect()
+            };
+            let (s, b) = send(
+                client().put(format!("{}/v1/node/faults", self.url(other))).json(&serde_json::json!({"peers": peers})),
+            )
+            .await;
+            assert_eq!(s, 200, "{b}");
+        }
+    }
+
+    pub async fn heal(&self) {
+        for id in self.live() {
+            let (s, b) =
+                send(client().put(format!("{}/v1/node/faults", self.url(id))).json(&serde_json::json!({"peers": {}})))
+                    .await;
+            assert_eq!(s, 200, "{b}");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! `/v1/config` over HTTP. Values are sent as their own text; the format comes from
+//! `?format=` or the Content-Type (`application/json`, `application/yaml`, `application/toml`).
+//!
+//! - `GET  /v1/config/ns`                               namespaces (version, content hash)
+//! - `PUT  /v1/config/ns/{ns}`                          create, body `{"schema": {…}}` or empty
+//! - `GET  /v1/config/ns/{ns}`                          one namespace
+//! - `PUT  /v1/config/ns/{ns}/schema`                   set or clear (`{"schema": null}`) the JSON Schema
+//! - `GET  /v1/config/ns/{ns}/keys?prefix=`             list
+//! - `PUT  /v1/config/ns/{ns}/keys/{key}`               write (`?expected_version=`, `?expected_key_version=`)
+//! - `GET  /v1/config/ns/{ns}/keys/{key}?version=`      read (`?consistency=stale` for a local read)
+//! - `DELETE /v1/config/ns/{ns}/keys/{key}`
+//! - `GET  /v1/config/ns/{ns}/history?since=&limit=`
+//! - `POST /v1/config/ns/{ns}/rollback`                 `{"to_version": N}` — as a new version
+//! - `GET  /v1/config/ns/{ns}/watch?since=&timeout_ms=` long-poll; with `Accept: text/event-stream`, SSE
+//!   (event id = version; `Last-Event-ID` resumes)
+//!
+//! Every write takes the author from `X-Author` (or `?author=`) and a message from `?message=`
+//! (or `X-Change-Message`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use basalt_runtime::ApiError;
+use basalt_runtime::http::extract::{Json, Path, Query};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+
+use crate::model::{Change, Command, Format};
+use crate::service::{ConfigService, Consistency};
+
+type Svc = State<Arc<ConfigService>>;
+const WATCH_BATCH_MAX: usize = 1000;
+const WATCH_WAIT_MAX_MS: u64 = 60_000;
+
+pub fn routes(svc: Arc<ConfigService>) -> Router {
+    Router::new()
+        .route("/ns", get(list_namespaces))
+        .route("/ns/{ns}", put(create_namespace).get(get_namespace))
+        .route("/ns/{ns}/schema", put(set_schema))
+        .route("/ns/{ns}/keys", get(list_keys))
+        .route("/ns/{ns}/keys/{*key}", put(put_key).get(get_key).delete(delete_key))
+        .route("/ns/{ns}/history", get(history))
+        .route("/ns/{ns}/rollback", post(rollback))
+        .route("/ns/{ns}/watch", get(watch))
+        .with_state(svc)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WriteParams {
+    format: Option<String>,
+    expected_version: Option<u64>,
+    expected_key_version: Option<u64>,
+    author: Option<String>,
+    message: Option<String>,
+}
+
+impl WriteParams {
+    fn author(&self, h: &HeaderMap) -> String {
+        self.author.clone().or_else(|| header_str(h, "x-author")).unwrap_or_else(|| "anonymous".into())
+    }
+    fn message(&self, h: &HeaderMap) -> String {
+        self.message.clone().or_else(|| header_str(h, "x-change-message")).unwrap_or_default()
+    }
+}
+
+fn format_of(param: Option<&str>, h: &HeaderMap) -> Result<Format, ApiError> {
+    if let Some(f) = param {
+        return f.parse::<Format>().map_err(|e| ApiError::bad_request("invalid_format", e.to_string()));
+    }
+    let ct = header_str(h, "content-type").unwrap_or_default();
+    let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    Ok(match ct.as_str() {
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => Format::Yaml,
+        "application/toml" | "text/toml" => Format::Toml,
+        _ => Format::Json,
+    })
+}
+
+fn text_of(body: &Bytes) -> Result<String, ApiError> {
+    String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("invalid_value", "the value is not UTF-8 text"))
+}
+
+async fn list_namespaces(State(s): Svc, Query(p): Query<ReadParams>) -> Result<Response, ApiError> {
+    let list = s.read(p.consistency.unwrap_or_default(), |m| Ok(m.namespaces())).await?;
+    Ok(axum::Json(serde_json::json!({ "namespaces": list })).into_response())
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    schema: Option<serde_json::Value>,
+}
+
+async fn create_namespace(
+    State(s): Svc,
+    Path(ns): Path<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: CreateBody = if body.is_empty() {
+        CreateBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+    };
+    let author = header_str(&h, "x-author").unwrap_or_else(|| "anonymous".into());
+    let schema = b.schema.filter(|v| !v.is_null()).map(|v| v.to_string());
+    let change = s.write(Command::CreateNamespace { namespace: ns, schema, author, at_ms: now_ms() }).await?;
+    Ok((StatusCode::CREATED, axum::Json(change)).into_response())
+}
+
+async fn get_namespace(
+    State(s): Svc,
+    Path(ns): Path<String>,
+    Query(p): Query<ReadParams>,
+) -> Result<Response, ApiError> {
+    let info = s.read(p.consistency.unwrap_or_default(), |m| m.namespace(&ns)).await?;
+    Ok(axum::Json(info).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchemaBody {
+    schema: Option<serde_json::Value>,
+    expected_version: Option<u64>,
+    message: Option<String>,
+}
+
+async fn set_schema(
+    State(s): Svc,
+    Path(ns): Path<String>,
+    h: HeaderMap,
+    Json(b): Json<SchemaBody>,
+) -> Result<Response, ApiError> {
+    let cmd = Command::SetSchema {
+        namespace: ns,
+        schema: b.schema.filter(|v| !v.is_null()).map(|v| v.to_string()),
+        expected_version: b.expected_version,
+        author: header_str(&h, "x-author").unwrap_or_else(|| "anonymous".into()),
+        message: b.message.unwrap_or_default(),
+        at_ms: now_ms(),
+    };
+    Ok(axum::Json(s.write(cmd).await?).into_response())
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReadParams {
+    consistency: Option<Consistency>,
+    version: Option<u64>,
+    prefix: Option<String>,
+}
+
+async fn list_keys(State(s): Svc, Path(ns): Path<String>, Query(p): Query<ReadParams>) -> Result<Response, ApiError> {
+    let prefix = p.prefix.clone().unwrap_or_default();
+    let (info, items) =
+        s.read(p.consistency.unwrap_or_default(), |m| Ok((m.namespace(&ns)?, m.list(&ns, &prefix)?))).await?;
+    let keys: Vec<serde_json::Value> = items
+        .into_iter()
+        .map(|(k, v)| serde_json::json!({"key": k, "version": v.version, "format": v.format, "value": v.json}))
+        .collect();
+    Ok(axum::Json(
+        serde_json::json!({"namespace": ns, "version": info.version, "content_hash": info.content_hash, "keys": keys}),
+    )
+    .into_response())
+}
+
+async fn put_key(
+    State(s): Svc,
+    Path((ns, key)): Path<(String, String)>,
+    Query(p): Query<WriteParams>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let cmd = Command::Put {
+        namespace: ns,
+        key,
+        format: format_of(p.format.as_deref(), &h)?,
+        text: text_of(&body)?,
+        expected_version: p.expected_version,
+        expected_key_version: p.expected_key_version,
+        author: p.author(&h),
+        message: p.message(&h),
+        at_ms: now_ms(),
+    };
+    Ok(axum::Json(s.write(cmd).await?).into_response())
+}
+
+async fn get_key(
+    State(s): Svc,
+    Path((ns, key)): Path<(String, String)>,
+    Query(p): Query<ReadParams>,
+) -> Result<Response, ApiError> {
+    let v = s
+        .read(p.consistency.unwrap_or_default(), |m| match p.version {
+            Some(at) => m.get_at(&ns, &key, at),
+            None => m.get(&ns, &key),
+        })
+        .await?;
+    Ok(axum::Json(serde_json::json!({
+        "namespace": ns, "key": key, "version": v.version, "format": v.format, "value": v.json, "text": v.text,
+    }))
+    .into_response())
+}
+
+async fn delete_key(
+    State(s): Svc,
+    Path((ns, key)): Path<(String, String)>,
+    Query(p): Query<WriteParams>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let cmd = Command::Delete {
+        namespace: ns,
+        key,
+        expected_version: p.expected_version,
+        author: p.author(&h),
+        message: p.message(&h),
+        at_ms: now_ms(),
+    };
+    Ok(axum::Json(s.write(cmd).await?).into_response())
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    since: Option<u64>,
+    limit: Option<usize>,
+    consistency: Option<Consistency>,
+    timeout_ms: Option<u64>,
+}
+
+async fn history(State(s): Svc, Path(ns): Path<String>, Query(p): Query<HistoryParams>) -> Result<Response, ApiError> {
+    let (since, limit) = (p.since.unwrap_or(0), p.limit.unwrap_or(100).clamp(1, WATCH_BATCH_MAX));
+    let changes = s.read(p.consistency.unwrap_or_default(), |m| m.history(&ns, since, limit)).await?;
+    Ok(axum::Json(serde_json::json!({ "namespace": ns, "changes": changes })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    to_version: u64,
+    expected_version: Option<u64>,
+    message: Option<String>,
+}
+
+async fn rollback(
+    State(s): Svc,
+    Path(ns): Path<String>,
+    h: HeaderMap,
+    Json(b): Json<RollbackBody>,
+) -> Result<Response, ApiError> {
+    let cmd = Command::Rollback {
+        namespace: ns,
+        to_version: b.to_version,
+        expected_version: b.expected_version,
+        author: header_str(&h, "x-author").unwrap_or_else(|| "anonymous".into()),
+        message: b.message.unwrap_or_default(),
+        at_ms: now_ms(),
+    };
+    Ok(axum::Json(s.write(cmd).await?).into_response())
+}
+
+/// Long-poll (JSON) or SSE. Both read this node's applied history, which has every version in
+/// order, so a watcher that resumes from its last version — on this node or another — sees
+/// no gap and no duplicate.
+async fn watch(
+    State(s): Svc,
+    Path(ns): Path<String>,
+    Query(p): Query<HistoryParams>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let last_event = header_str(&h, "last-event-id").and_then(|v| v.parse::<u64>().ok());
+    let since = last_event.or(p.since).unwrap_or(0);
+    // Fail fast on an unknown namespace or a compacted version.
+    s.read(Consistency::Stale, |m| m.history(&ns, since, 1)).await?;
+    let sse = header_str(&h, "accept").is_some_and(|a| a.contains("text/event-stream"));
+    if sse {
+        return Ok(Sse::new(sse_stream(s, ns, since)).keep_alive(KeepAlive::default()).into_response());
+    }
+    let wait = Duration::from_millis(p.timeout_ms.unwrap_or(30_000).min(WATCH_WAIT_MAX_MS));
+    let limit = p.limit.unwrap_or(100).clamp(1, WATCH_BATCH_MAX);
+    let changes = s.changes_after(&ns, since, limit, wait).await?;
+    let next = changes.last().map_or(since, |c| c.version);
+    Ok(axum::Json(serde_json::json!({ "namespace": ns, "changes": changes, "next_since": next })).into_response())
+}
+
+fn sse_stream(s: Arc<ConfigService>, ns: String, since: u64) -> impl Stream<Item = Result<Event, Infallible>> {
+    struct St {
+        s: Arc<ConfigService>,
+        ns: String,
+        since: u64,
+        pending: std::collections::VecDeque<Change>,
+        done: bool,
+    }
+    let st = St { s, ns, since, pending: Default::default(), done: false };
+    stream::unfold(st, |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            if let Some(c) = st.pending.pop_front() {
+                st.since = c.version;
+                let ev = Event::default().id(c.version.to_string()).event("change").json_data(&c);
+                let ev = ev.unwrap_or_else(|e| Event::default().event("error").data(e.to_string()));
+                return Some((Ok(ev), st));
+            }
+            match st.s.changes_after(&st.ns, st.since, WATCH_BATCH_MAX, Duration::from_secs(15)).await {
+                Ok(changes) => st.pending.extend(changes),
+                Err(e) => {
+                    // Report and end: the client reconnects with Last-Event-ID.
+                    st.done = true;
+                    return Some((Ok(Event::default().event("error").data(e.body_json())), st));
+                }
+            }
+        }
+    })
+}
