@@ -15,8 +15,10 @@
 //! history from a base state. At most `history_max` changes are kept per namespace; older ones
 //! are folded into the base, after which versions before the base answer `version_compacted`.
 //!
-//! **Hashes.** A namespace's content hash (FNV-1a 64 over key and canonical JSON, in key
-//! order) lets replicas and regions compare what they hold without shipping it.
+//! **Hashes.** A namespace's content hash (the wrapping sum of FNV-1a 64 hashes of each key and
+//! its canonical JSON, so it is independent of order and updated per write) lets replicas and
+//! regions compare what they hold without shipping it. It is recomputed from the keys on
+//! restore, so a corrupted snapshot cannot carry a wrong hash along.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::str::FromStr;
@@ -269,6 +271,8 @@ struct Namespace {
     /// The state at `base_version`, from which older-than-current states are replayed.
     base_version: u64,
     base_keys: BTreeMap<String, StoredValue>,
+    /// `content_hash(&keys)`, kept up to date on every write.
+    hash: u64,
     #[serde(skip)]
     compiled: OnceLock<Option<Arc<Compiled>>>,
 }
@@ -446,8 +450,8 @@ fn key_change(key: &str, before: Option<StoredValue>, after: Option<StoredValue>
     KeyChange { key: key.into(), before, after, diff }
 }
 
-/// FNV-1a 64 over `key \0 canonical-json \n` in key order.
-fn content_hash(keys: &BTreeMap<String, StoredValue>) -> String {
+/// FNV-1a 64 of one entry: `key \0 canonical-json`.
+fn entry_hash(key: &str, v: &StoredValue) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -455,12 +459,19 @@ fn content_hash(keys: &BTreeMap<String, StoredValue>) -> String {
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
     };
-    for (k, v) in keys {
-        feed(k.as_bytes());
-        feed(&[0]);
-        feed(v.json.to_string().as_bytes());
-        feed(b"\n");
-    }
+    feed(key.as_bytes());
+    feed(&[0]);
+    feed(v.json.to_string().as_bytes());
+    h
+}
+
+/// A namespace's content hash: the wrapping sum of its entries' hashes — independent of order,
+/// so it is updated per write in O(1) instead of rehashing every key.
+fn content_hash(keys: &BTreeMap<String, StoredValue>) -> u64 {
+    keys.iter().fold(0u64, |acc, (k, v)| acc.wrapping_add(entry_hash(k, v)))
+}
+
+fn hex(h: u64) -> String {
     format!("{h:016x}")
 }
 
@@ -711,8 +722,15 @@ impl Model {
                 Some(v) => ns.keys.insert(k.clone(), v.clone()),
                 None => ns.keys.remove(&k),
             };
+            if let Some(b) = &before {
+                ns.hash = ns.hash.wrapping_sub(entry_hash(&k, b));
+            }
+            if let Some(a) = &after {
+                ns.hash = ns.hash.wrapping_add(entry_hash(&k, a));
+            }
             keys.push(key_change(&k, before, after));
         }
+        debug_assert_eq!(ns.hash, content_hash(&ns.keys));
         let change = Change {
             namespace: plan.namespace,
             version: ns.version,
@@ -721,7 +739,7 @@ impl Model {
             message: plan.message,
             kind: plan.kind,
             keys,
-            content_hash: content_hash(&ns.keys),
+            content_hash: hex(ns.hash),
         };
         ns.history.push_back(change.clone());
         while ns.history.len() > history_max {
@@ -746,7 +764,7 @@ impl Model {
             name: name.into(),
             version: ns.version,
             keys: ns.keys.len(),
-            content_hash: content_hash(&ns.keys),
+            content_hash: hex(ns.hash),
             has_schema: ns.schema.is_some(),
             oldest_version: ns.base_version,
         }
@@ -797,7 +815,7 @@ impl Model {
     }
 
     pub fn content_hash(&self, ns: &str) -> Result<String, ConfigError> {
-        Ok(content_hash(&self.ns(ns)?.keys))
+        Ok(hex(self.ns(ns)?.hash))
     }
 
     pub fn snapshot(&self) -> Vec<u8> {
@@ -811,7 +829,11 @@ impl Model {
         }
         let s: Snapshot = serde_json::from_slice(bytes)
             .map_err(|e| ConfigError::InvalidValue { format: "snapshot", message: e.to_string() })?;
-        Ok(Model { namespaces: s.namespaces, history_max: s.history_max })
+        let mut namespaces = s.namespaces;
+        for ns in namespaces.values_mut() {
+            ns.hash = content_hash(&ns.keys);
+        }
+        Ok(Model { namespaces, history_max: s.history_max })
     }
 }
 
