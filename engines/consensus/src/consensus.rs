@@ -23,6 +23,8 @@ use crate::types::{Command, Member, NodeId, Raft, Reply};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsensusConfig {
+    /// Also the timeout of one append-entries call (openraft 0.9 uses it so): across a WAN it
+    /// must exceed the longest round trip to any member, or distant members never catch up.
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -32,6 +34,9 @@ pub struct ConsensusConfig {
     pub log_kept_behind_snapshot: u64,
     /// How long a write or read barrier may take before the caller gets `timeout`.
     pub request_timeout_ms: u64,
+    /// With `--join`: join as a voter (true) or as a learner — a non-voting replica that
+    /// receives every entry and serves local reads, e.g. a region's read replica.
+    pub join_as_voter: bool,
 }
 
 impl Default for ConsensusConfig {
@@ -43,6 +48,7 @@ impl Default for ConsensusConfig {
             snapshot_every_entries: 10_000,
             log_kept_behind_snapshot: 1_000,
             request_timeout_ms: 5_000,
+            join_as_voter: true,
         }
     }
 }

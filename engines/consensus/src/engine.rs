@@ -66,10 +66,11 @@ impl Engine for ConsensusEngine {
                     }
                     Some(addr) => {
                         let (addr, node_id, stop) = (addr.clone(), id.node_id, ctx.shutdown.clone());
+                        let voter = c.inner.config.join_as_voter;
                         ctx.tasks.spawn("consensus/join".into(), async move {
                             tokio::select! {
                                 _ = stop.cancelled() => {},
-                                _ = join(addr, node_id, me) => {},
+                                _ = join(addr, node_id, me, voter) => {},
                             }
                         });
                     }
@@ -93,11 +94,12 @@ impl Engine for ConsensusEngine {
     }
 }
 
-/// Ask the cluster at `addr` (HTTP) to add this node as a voter, until it answers yes.
-async fn join(addr: String, node_id: u64, me: Member) {
+/// Ask the cluster at `addr` (HTTP) to add this node (as a voter or a learner), until it
+/// answers yes.
+async fn join(addr: String, node_id: u64, me: Member, voter: bool) {
     let client = reqwest_client();
     let body = serde_json::json!({
-        "node_id": node_id, "peer_addr": me.peer_addr, "http_addr": me.http_addr, "voter": true,
+        "node_id": node_id, "peer_addr": me.peer_addr, "http_addr": me.http_addr, "voter": voter,
     });
     let mut backoff = Duration::from_millis(100);
     loop {

@@ -13,6 +13,8 @@
 //! - `POST /v1/config/ns/{ns}/rollback`                 `{"to_version": N}` — as a new version
 //! - `GET  /v1/config/ns/{ns}/watch?since=&timeout_ms=` long-poll; with `Accept: text/event-stream`, SSE
 //!   (event id = version; `Last-Event-ID` resumes)
+//! - `GET  /v1/config/local`                          this replica: region, applied index, versions, hashes
+//! - `GET  /v1/config/regions`                        every replica compared: in_sync, lagging, divergent, unreachable
 //!
 //! Every write takes the author from `X-Author` (or `?author=`) and a message from `?message=`
 //! (or `X-Change-Message`).
@@ -50,6 +52,8 @@ pub fn routes(svc: Arc<ConfigService>) -> Router {
         .route("/ns/{ns}/history", get(history))
         .route("/ns/{ns}/rollback", post(rollback))
         .route("/ns/{ns}/watch", get(watch))
+        .route("/local", get(|State(s): Svc| async move { axum::Json(s.local_view()) }))
+        .route("/regions", get(|State(s): Svc| async move { s.regions().await.map(axum::Json) }))
         .with_state(svc)
 }
 

@@ -147,6 +147,153 @@ fn etcd_get(c: &reqwest::Client, url: &str, n: u64) -> reqwest::RequestBuilder {
     c.post(format!("{url}/v3/kv/range")).json(&serde_json::json!({"key": b64(&format!("bench/k{}", n % 10))}))
 }
 
+const REGIONS: u64 = 20;
+const VOTERS: u64 = 3;
+const DELAY_MIN_MS: u64 = 10;
+const DELAY_MAX_MS: u64 = 150;
+
+/// Propagation to `REGIONS` regions: 3 voters and 17 learners (each a region's read replica),
+/// the leader's outbound traffic to each delayed by one entry of a 10–150 ms matrix through the
+/// transport's fault hook. A watcher per region long-polls its own replica; a sample is the
+/// time from sending a write to the leader until that region's replica has applied it.
+async fn propagation(opts: &BenchOpts, dir: &std::path::Path) -> anyhow::Result<(Measured, u64)> {
+    let mut nodes: Vec<NodeProcess> = Vec::new();
+    for id in 1..=REGIONS {
+        let region = if id <= VOTERS { format!("core-{id}") } else { format!("edge-{id}") };
+        let mut spec = NodeSpec::new(&opts.exe, dir.join(format!("region-{id}")))
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--log-level")
+            .arg("warn")
+            .arg("--set")
+            .arg("fault_injection=true")
+            .arg("--set")
+            .arg(format!("systems.config.region=\"{region}\""))
+            // openraft 0.9 uses the heartbeat interval as the append-entries timeout: across a
+            // WAN it must exceed the longest round trip (here 150 ms one way).
+            .arg("--set")
+            .arg("engines.consensus.heartbeat_ms=400")
+            .arg("--set")
+            .arg("engines.consensus.election_timeout_min_ms=1500")
+            .arg("--set")
+            .arg("engines.consensus.election_timeout_max_ms=3000");
+        if id > VOTERS {
+            spec = spec.arg("--set").arg("engines.consensus.join_as_voter=false");
+        }
+        if let Some(first) = nodes.first() {
+            spec = spec.arg("--join").arg(first.http_addr.clone());
+        }
+        nodes.push(NodeProcess::start(spec, Duration::from_secs(60)).await?);
+    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let leader = loop {
+        let s: serde_json::Value = client.get(format!("{}/v1/cluster", nodes[0].url())).send().await?.json().await?;
+        let members = s["members"].as_array().map_or(0, Vec::len);
+        if members == REGIONS as usize
+            && let Some(l) = s["leader_id"].as_u64()
+        {
+            break l;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the {REGIONS}-region cluster did not form: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let leader_url = nodes[(leader - 1) as usize].url();
+    // The delay matrix: the k-th other region is DELAY_MIN + k·step ms away from the leader.
+    let others: Vec<u64> = (1..=REGIONS).filter(|id| *id != leader).collect();
+    let span = (others.len() as u64 - 1).max(1);
+    let delay = |k: u64| DELAY_MIN_MS + k * (DELAY_MAX_MS - DELAY_MIN_MS) / span;
+    let peers: serde_json::Map<String, serde_json::Value> = others
+        .iter()
+        .enumerate()
+        .map(|(k, id)| (id.to_string(), serde_json::json!({"delay_ms": delay(k as u64)})))
+        .collect();
+    let floor_ms = delay(span);
+    client
+        .put(format!("{leader_url}/v1/node/faults"))
+        .json(&serde_json::json!({"peers": peers}))
+        .send()
+        .await?
+        .error_for_status()?;
+    client.put(format!("{leader_url}/v1/config/ns/prop")).send().await?.error_for_status()?;
+
+    // One watcher per region, on that region's own replica.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, u64, std::time::Instant)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (client, url, seen, stop) = (client.clone(), node.url(), seen.clone(), stop.clone());
+        watchers.push(tokio::spawn(async move {
+            let mut since = 1u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client.get(format!("{url}/v1/config/ns/prop/watch?since={since}&timeout_ms=1000")).send().await;
+                let Ok(r) = r else { continue };
+                let Ok(v) = r.json::<serde_json::Value>().await else { continue };
+                let now = std::time::Instant::now();
+                for c in v["changes"].as_array().into_iter().flatten() {
+                    if let Some(ver) = c["version"].as_u64() {
+                        seen.lock().unwrap_or_else(|e| e.into_inner()).push((i as u64, ver, now));
+                        since = since.max(ver);
+                    }
+                }
+            }
+        }));
+    }
+    // Writes one after another, paced so each one's propagation is measured on a quiet cluster.
+    let mut sent = std::collections::BTreeMap::new();
+    let writes = (opts.duration.as_millis() as u64 / 100).clamp(10, 200);
+    for n in 0..writes {
+        let t0 = std::time::Instant::now();
+        let r = client
+            .put(format!("{leader_url}/v1/config/ns/prop/keys/k{}", n % 10))
+            .header("content-type", "application/json")
+            .body(format!("{{\"n\":{n}}}"))
+            .send()
+            .await?;
+        let v: serde_json::Value = r.json().await?;
+        let version = v["version"].as_u64().ok_or_else(|| anyhow::anyhow!("write failed: {v}"))?;
+        sent.insert(version, t0);
+        tokio::time::sleep(Duration::from_millis(DELAY_MAX_MS)).await;
+    }
+    // Wait until every region has seen the last write (or give up after 10 s).
+    let last = *sent.keys().last().unwrap_or(&0);
+    let wait_end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let done = {
+            let s = seen.lock().unwrap_or_else(|e| e.into_inner());
+            (0..REGIONS).all(|r| s.iter().any(|(reg, v, _)| *reg == r && *v == last))
+        };
+        if done || tokio::time::Instant::now() > wait_end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in watchers {
+        let _ = w.await;
+    }
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let samples = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut count = 0;
+    for (_, version, at) in &samples {
+        if let Some(t0) = sent.get(version) {
+            let _ = hist.record(at.saturating_duration_since(*t0).as_nanos().max(1) as u64);
+            count += 1;
+        }
+    }
+    let expected = sent.len() as u64 * REGIONS;
+    if count < expected {
+        let per_region: Vec<usize> = (0..REGIONS)
+            .map(|r| samples.iter().filter(|(reg, v, _)| *reg == r && sent.contains_key(v)).count())
+            .collect();
+        anyhow::bail!(
+            "only {count} of {expected} (write, region) deliveries were seen within 10 s; per region: {per_region:?}; versions sent: {:?}",
+            sent.keys().collect::<Vec<_>>()
+        );
+    }
+    Ok((Measured { ops: count, errors: 0, elapsed: Duration::from_secs(1), hist }, floor_ms))
+}
+
 pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     anyhow::ensure!(opts.url.is_none(), "bench config starts its own 3-node clusters; --url is not supported");
     let dir = std::env::temp_dir().join(format!("basalt-bench-config-{}", std::process::id()));
@@ -166,6 +313,7 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         results.push(("writes", w));
         results.push(("linearizable reads", r));
     }
+    let (prop, floor_ms) = propagation(opts, &dir).await.context("the propagation scenario")?;
     let (procs, urls) = etcd_cluster(&dir).await?;
     let c = reqwest::Client::new();
     for n in 0..10 {
@@ -184,6 +332,40 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         BenchResult::from_measured(&format!("etcd writes, 3 nodes, {c} concurrent (peer detail)"), &ew),
         BenchResult::from_measured(&format!("etcd linearizable reads, 3 nodes, {c} concurrent (peer detail)"), &er),
     ];
+    let mut report = report;
+    let ms = |us: f64| (us / 1000.0 * 10.0).round() / 10.0;
+    report.push(BenchResult {
+        name: format!(
+            "config propagation to {REGIONS} regions (p50 ms; delay matrix {DELAY_MIN_MS}-{DELAY_MAX_MS} ms)"
+        ),
+        unit: "ms".into(),
+        value: ms(prop.percentile_us(50.0)),
+        p50_us: prop.percentile_us(50.0).round(),
+        p99_us: prop.percentile_us(99.0).round(),
+        peer: None,
+        peer_value: None,
+        ratio: None,
+    });
+    report.push(BenchResult {
+        name: format!("config propagation max over all {} (write, region) pairs (ms)", prop.ops),
+        unit: "ms".into(),
+        value: ms(prop.percentile_us(100.0)),
+        p50_us: prop.percentile_us(50.0).round(),
+        p99_us: prop.percentile_us(99.0).round(),
+        peer: None,
+        peer_value: None,
+        ratio: None,
+    });
+    report.push(BenchResult {
+        name: "physical floor: the slowest injected one-way delay (ms)".into(),
+        unit: "ms".into(),
+        value: floor_ms as f64,
+        p50_us: (floor_ms * 1000) as f64,
+        p99_us: (floor_ms * 1000) as f64,
+        peer: None,
+        peer_value: None,
+        ratio: None,
+    });
     Ok(Report { system: "config".into(), results: report })
 }
 

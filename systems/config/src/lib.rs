@@ -20,10 +20,19 @@ use basalt_runtime::system::BenchFuture;
 use basalt_runtime::{System, SystemContext};
 use serde::{Deserialize, Serialize};
 
-/// `[systems.config]` (nothing to set yet besides `enabled`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigSettings {}
+/// `[systems.config]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigSettings {
+    /// The region this node serves (a label; reads here are answered from this replica).
+    pub region: String,
+}
+
+impl Default for ConfigSettings {
+    fn default() -> Self {
+        Self { region: "default".into() }
+    }
+}
 
 /// The S03 system, plugged into the node with `plug::<basalt_config::ConfigSystem>()`.
 #[derive(Debug)]
@@ -33,12 +42,21 @@ impl System for ConfigSystem {
     const NAME: &'static str = "config";
     type Config = ConfigSettings;
 
-    fn start(ctx: &mut SystemContext<'_>, _config: ConfigSettings) -> anyhow::Result<axum::Router> {
+    fn check(config: &ConfigSettings) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=64).contains(&config.region.len())
+                && config.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "systems.config.region must be 1-64 characters of [A-Za-z0-9_-]"
+        );
+        Ok(())
+    }
+
+    fn start(ctx: &mut SystemContext<'_>, config: ConfigSettings) -> anyhow::Result<axum::Router> {
         let consensus: Arc<Consensus> =
             ctx.engine::<Consensus>().context("the config system needs the consensus engine")?;
         let sm = Arc::new(service::ConfigSm::default());
         consensus.register(service::SYSTEM, sm.clone())?;
-        Ok(api::routes(Arc::new(service::ConfigService { sm, consensus })))
+        Ok(api::routes(Arc::new(service::ConfigService { sm, consensus, region: config.region })))
     }
 
     fn bench(opts: &BenchOpts) -> Option<BenchFuture> {

@@ -87,6 +87,23 @@ pub enum Consistency {
 pub struct ConfigService {
     pub sm: Arc<ConfigSm>,
     pub consensus: Arc<Consensus>,
+    pub region: String,
+}
+
+/// What one replica holds, as `GET /v1/config/local` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalView {
+    pub node_id: u64,
+    pub region: String,
+    pub applied_index: u64,
+    pub namespaces: Vec<NamespaceVersion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamespaceVersion {
+    pub name: String,
+    pub version: u64,
+    pub content_hash: String,
 }
 
 impl ConfigService {
@@ -110,6 +127,80 @@ impl ConfigService {
             self.consensus.read_barrier().await?;
         }
         self.sm.read(f).map_err(api_err)
+    }
+
+    pub fn local_view(&self) -> LocalView {
+        let namespaces = self.sm.read(|m| {
+            m.namespaces()
+                .into_iter()
+                .map(|i| NamespaceVersion { name: i.name, version: i.version, content_hash: i.content_hash })
+                .collect()
+        });
+        LocalView {
+            node_id: self.consensus.node_id(),
+            region: self.region.clone(),
+            applied_index: *self.consensus.applied().borrow(),
+            namespaces,
+        }
+    }
+
+    /// Every member's view, compared: a replica is `in_sync`, `lagging` (some namespace behind
+    /// the newest version any replica has), `divergent` (the same version with a different
+    /// content hash — never expected under Raft, reported loudly), or `unreachable`. A lagging
+    /// replica needs no action: the leader keeps sending it the log (or a snapshot).
+    pub async fn regions(&self) -> Result<serde_json::Value, ApiError> {
+        let status = self.consensus.status()?;
+        let client = basalt_runtime::reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut views = Vec::new();
+        for m in &status.members {
+            let view = if m.node_id == self.consensus.node_id() {
+                Ok(self.local_view())
+            } else {
+                match client.get(format!("http://{}/v1/config/local", m.http_addr)).send().await {
+                    Ok(r) if r.status().is_success() => r.json::<LocalView>().await.map_err(|e| e.to_string()),
+                    Ok(r) => Err(format!("answered {}", r.status())),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            views.push((m.node_id, m.voter, view));
+        }
+        let mut newest: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+        for (_, _, v) in &views {
+            for ns in v.iter().flat_map(|v| &v.namespaces) {
+                let e = newest.entry(ns.name.clone()).or_insert((0, String::new()));
+                if ns.version > e.0 {
+                    *e = (ns.version, ns.content_hash.clone());
+                }
+            }
+        }
+        let replicas: Vec<serde_json::Value> = views
+            .into_iter()
+            .map(|(node_id, voter, v)| match v {
+                Err(e) => serde_json::json!({"node_id": node_id, "voter": voter, "state": "unreachable", "error": e}),
+                Ok(v) => {
+                    let mut state = "in_sync";
+                    let mut behind = Vec::new();
+                    for (name, (version, hash)) in &newest {
+                        match v.namespaces.iter().find(|n| &n.name == name) {
+                            Some(n) if n.version == *version && &n.content_hash != hash => state = "divergent",
+                            Some(n) if n.version == *version => {}
+                            other => {
+                                if state != "divergent" {
+                                    state = "lagging";
+                                }
+                                behind.push(serde_json::json!({"namespace": name, "version": other.map_or(0, |n| n.version), "newest": version}));
+                            }
+                        }
+                    }
+                    serde_json::json!({"node_id": node_id, "voter": voter, "region": v.region, "state": state,
+                        "applied_index": v.applied_index, "namespaces": v.namespaces, "behind": behind})
+                }
+            })
+            .collect();
+        Ok(serde_json::json!({ "newest": newest, "replicas": replicas }))
     }
 
     /// Changes to `ns` after version `since`, waiting up to `wait` for the first one.
