@@ -107,8 +107,18 @@ async fn partitioned_node_catches_up_by_itself() {
     let (s, _) =
         send(client().get(format!("{}/v1/config/ns/p/keys", c.url(victim))).timeout(Duration::from_secs(15))).await;
     assert_eq!(s, 503, "an isolated node must not answer a linearizable read");
+    let state_of = |v: &serde_json::Value, id: usize| {
+        v["replicas"].as_array().unwrap().iter().find(|r| r["node_id"] == id as u64).unwrap()["state"].clone()
+    };
+    let (_, regions) = send(client().get(format!("{}/v1/config/regions", c.url(leader)))).await;
+    assert_eq!(state_of(&regions, victim), "lagging", "{regions}");
+    assert_eq!(state_of(&regions, leader), "in_sync", "{regions}");
     c.heal().await;
     assert_converged(&c, "p", &acked).await;
+    let (_, regions) = send(client().get(format!("{}/v1/config/regions", c.url(leader)))).await;
+    for id in 1..=3 {
+        assert_eq!(state_of(&regions, id), "in_sync", "{regions}");
+    }
 }
 
 #[tokio::test]
