@@ -100,19 +100,17 @@ pub async fn run(
     let faults = Faults::default();
     let transport = Transport::new(config.node_id, config.transport.clone(), faults.clone())?;
     let mut extensions = Extensions::default();
+    let shared = Shared {
+        identity: identity.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
+        transport: transport.clone(),
+        shutdown: shutdown.clone(),
+    };
 
     for engine in &mut engines {
         let name = engine.name();
-        let mut ctx = EngineContext {
-            identity: identity.clone(),
-            store: store.clone(),
-            clock: clock.clone(),
-            transport: transport.clone(),
-            shutdown: shutdown.clone(),
-            extensions: &mut extensions,
-            metrics: registry.sub_registry_with_prefix(format!("basalt_{name}")),
-            tasks: &mut tasks,
-        };
+        let mut ctx = shared.engine_context(name, &mut extensions, &mut registry, &mut tasks);
         engine.prepare(&mut ctx, config.engine_table(name)).with_context(|| format!("preparing engine `{name}`"))?;
     }
 
@@ -136,16 +134,7 @@ pub async fn run(
     let mut public_routes = vec![node_routes(&config, &faults, &clock)];
     for engine in &mut engines {
         let name = engine.name();
-        let mut ctx = EngineContext {
-            identity: identity.clone(),
-            store: store.clone(),
-            clock: clock.clone(),
-            transport: transport.clone(),
-            shutdown: shutdown.clone(),
-            extensions: &mut extensions,
-            metrics: registry.sub_registry_with_prefix(format!("basalt_{name}")),
-            tasks: &mut tasks,
-        };
+        let mut ctx = shared.engine_context(name, &mut extensions, &mut registry, &mut tasks);
         let routes = engine.start(&mut ctx).await.with_context(|| format!("starting engine `{name}`"))?;
         peer_routes = peer_routes.merge(routes.peer);
         public_routes.push(routes.public);
@@ -210,6 +199,36 @@ pub async fn run(
     let _ = std::fs::remove_file(node_info_path(&config.data_dir));
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// What every engine gets, cloned into each `EngineContext`.
+struct Shared {
+    identity: NodeIdentity,
+    store: Store,
+    clock: Clock,
+    transport: Transport,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    fn engine_context<'a>(
+        &self,
+        name: &str,
+        extensions: &'a mut Extensions,
+        registry: &'a mut Registry,
+        tasks: &'a mut Tasks,
+    ) -> EngineContext<'a> {
+        EngineContext {
+            identity: self.identity.clone(),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            transport: self.transport.clone(),
+            shutdown: self.shutdown.clone(),
+            extensions,
+            metrics: registry.sub_registry_with_prefix(format!("basalt_{name}")),
+            tasks,
+        }
+    }
 }
 
 /// `/v1/node/…`: this node's own controls. The fault hook and clock skew answer only when

@@ -333,40 +333,38 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         BenchResult::from_measured(&format!("etcd linearizable reads, 3 nodes, {c} concurrent (peer detail)"), &er),
     ];
     let mut report = report;
-    let ms = |us: f64| (us / 1000.0 * 10.0).round() / 10.0;
-    report.push(BenchResult {
-        name: format!(
-            "config propagation to {REGIONS} regions (p50 ms; delay matrix {DELAY_MIN_MS}-{DELAY_MAX_MS} ms)"
-        ),
-        unit: "ms".into(),
-        value: ms(prop.percentile_us(50.0)),
-        p50_us: prop.percentile_us(50.0).round(),
-        p99_us: prop.percentile_us(99.0).round(),
-        peer: None,
-        peer_value: None,
-        ratio: None,
-    });
-    report.push(BenchResult {
-        name: format!("config propagation max over all {} (write, region) pairs (ms)", prop.ops),
-        unit: "ms".into(),
-        value: ms(prop.percentile_us(100.0)),
-        p50_us: prop.percentile_us(50.0).round(),
-        p99_us: prop.percentile_us(99.0).round(),
-        peer: None,
-        peer_value: None,
-        ratio: None,
-    });
-    report.push(BenchResult {
-        name: "physical floor: the slowest injected one-way delay (ms)".into(),
-        unit: "ms".into(),
-        value: floor_ms as f64,
-        p50_us: (floor_ms * 1000) as f64,
-        p99_us: (floor_ms * 1000) as f64,
-        peer: None,
-        peer_value: None,
-        ratio: None,
-    });
+    let p50 = prop.percentile_us(50.0).round();
+    let p99 = prop.percentile_us(99.0).round();
+    let max = prop.percentile_us(100.0).round();
+    report.push(ms_row(
+        &format!("config propagation to {REGIONS} regions (p50 ms; delay matrix {DELAY_MIN_MS}-{DELAY_MAX_MS} ms)"),
+        p50,
+        p50,
+        p99,
+    ));
+    report.push(ms_row(
+        &format!("config propagation max over all {} (write, region) pairs (ms)", prop.ops),
+        max,
+        p50,
+        p99,
+    ));
+    let floor_us = (floor_ms * 1000) as f64;
+    report.push(ms_row("physical floor: the slowest injected one-way delay (ms)", floor_us, floor_us, floor_us));
     Ok(Report { system: "config".into(), results: report })
+}
+
+/// A result measured in milliseconds (value) with its percentiles in microseconds.
+fn ms_row(name: &str, value_us: f64, p50_us: f64, p99_us: f64) -> BenchResult {
+    BenchResult {
+        name: name.into(),
+        unit: "ms".into(),
+        value: (value_us / 100.0).round() / 10.0,
+        p50_us,
+        p99_us,
+        peer: None,
+        peer_value: None,
+        ratio: None,
+    }
 }
 
 #[cfg(test)]
