@@ -131,6 +131,46 @@ async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn batches_are_one_version_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(spec(dir.path())).await;
+    let url = node.url();
+    assert_eq!(send(client().put(format!("{url}/v1/config/ns/b"))).await.0, 201);
+    let ok = serde_json::json!({"ops": [
+        {"op": "put", "key": "a", "value": "{\"x\": 1}"},
+        {"op": "put", "key": "b", "format": "yaml", "value": "x: 2"},
+    ], "message": "two at once"});
+    let (s, b) = send(client().post(format!("{url}/v1/config/ns/b/batch")).json(&ok)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["version"], 2);
+    assert_eq!(b["keys"].as_array().unwrap().len(), 2);
+    // One bad op rejects the whole batch: `a` keeps its value, `c` is not created.
+    let bad = serde_json::json!({"ops": [
+        {"op": "put", "key": "c", "value": "{}"},
+        {"op": "put", "key": "a", "value": "{not json"},
+    ]});
+    let (s, b) = send(client().post(format!("{url}/v1/config/ns/b/batch")).json(&bad)).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (422, Some("invalid_value")), "{b}");
+    let (_, b) = send(client().get(format!("{url}/v1/config/ns/b/keys"))).await;
+    assert_eq!(b["version"], 2);
+    assert_eq!(b["keys"].as_array().unwrap().len(), 2);
+    let (s, b) = send(
+        client()
+            .post(format!("{url}/v1/config/ns/b/batch"))
+            .json(&serde_json::json!({"ops": [{"op": "delete", "key": "a"}, {"op": "delete", "key": "a"}]})),
+    )
+    .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("duplicate_key_in_batch")), "{b}");
+    let (s, b) = send(
+        client()
+            .post(format!("{url}/v1/config/ns/b/batch"))
+            .json(&serde_json::json!({"ops": [{"op": "rename", "key": "a"}]})),
+    )
+    .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (422, Some("invalid_json")), "{b}");
+}
+
+#[tokio::test]
 async fn watches_resume_without_gaps_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(spec(dir.path())).await;

@@ -11,6 +11,8 @@
 //! - `DELETE /v1/config/ns/{ns}/keys/{key}`
 //! - `GET  /v1/config/ns/{ns}/history?since=&limit=`
 //! - `POST /v1/config/ns/{ns}/rollback`                 `{"to_version": N}` — as a new version
+//! - `POST /v1/config/ns/{ns}/batch`                    `{"ops": [{"op":"put","key","format","value"}, {"op":"delete","key"}]}`
+//!   — several keys as one version, all or nothing
 //! - `GET  /v1/config/ns/{ns}/watch?since=&timeout_ms=` long-poll; with `Accept: text/event-stream`, SSE
 //!   (event id = version; `Last-Event-ID` resumes)
 //! - `GET  /v1/config/local`                          this replica: region, applied index, versions, hashes
@@ -35,7 +37,7 @@ use basalt_runtime::http::extract::{Json, Path, Query};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 
-use crate::model::{Change, Command, Format};
+use crate::model::{BatchOp, Change, Command, Format};
 use crate::service::{ConfigService, Consistency};
 
 type Svc = State<Arc<ConfigService>>;
@@ -51,6 +53,7 @@ pub fn routes(svc: Arc<ConfigService>) -> Router {
         .route("/ns/{ns}/keys/{*key}", put(put_key).get(get_key).delete(delete_key))
         .route("/ns/{ns}/history", get(history))
         .route("/ns/{ns}/rollback", post(rollback))
+        .route("/ns/{ns}/batch", post(batch))
         .route("/ns/{ns}/watch", get(watch))
         .route("/local", get(|State(s): Svc| async move { axum::Json(s.local_view()) }))
         .route("/regions", get(|State(s): Svc| async move { s.regions().await.map(axum::Json) }))
@@ -272,6 +275,54 @@ async fn rollback(
     let cmd = Command::Rollback {
         namespace: ns,
         to_version: b.to_version,
+        expected_version: b.expected_version,
+        author: header_str(&h, "x-author").unwrap_or_else(|| "anonymous".into()),
+        message: b.message.unwrap_or_default(),
+        at_ms: now_ms(),
+    };
+    Ok(axum::Json(s.write(cmd).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum BatchItem {
+    Put { key: String, format: Option<String>, value: String },
+    Delete { key: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    ops: Vec<BatchItem>,
+    expected_version: Option<u64>,
+    message: Option<String>,
+}
+
+async fn batch(
+    State(s): Svc,
+    Path(ns): Path<String>,
+    h: HeaderMap,
+    Json(b): Json<BatchBody>,
+) -> Result<Response, ApiError> {
+    let ops = b
+        .ops
+        .into_iter()
+        .map(|item| match item {
+            BatchItem::Put { key, format, value } => {
+                let format = match format {
+                    Some(f) => {
+                        f.parse::<Format>().map_err(|e| ApiError::bad_request("invalid_format", e.to_string()))?
+                    }
+                    None => Format::Json,
+                };
+                Ok(BatchOp::Put { key, format, text: value })
+            }
+            BatchItem::Delete { key } => Ok(BatchOp::Delete { key }),
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let cmd = Command::Batch {
+        namespace: ns,
+        ops,
         expected_version: b.expected_version,
         author: header_str(&h, "x-author").unwrap_or_else(|| "anonymous".into()),
         message: b.message.unwrap_or_default(),
