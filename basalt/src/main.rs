@@ -42,6 +42,9 @@ enum Command {
     Serve(ServeArgs),
     /// Measure a system (throughput and latency percentiles), with its peer where one exists.
     Bench(BenchArgs),
+    /// Run a fault-injection suite: a real cluster, clients recording a history, a nemesis,
+    /// and a checker. Prints the seed; a failing run writes its history as JSON.
+    Chaos(ChaosArgs),
     /// Inspect and change cluster membership through any node's HTTP API.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -110,6 +113,55 @@ struct BenchArgs {
     concurrency: usize,
 }
 
+#[derive(Args)]
+struct ChaosArgs {
+    /// The suite: `config` (linearizable registers on S03 under kill, pause, partition).
+    suite: String,
+    #[arg(long, default_value = "60s", value_parser = humantime_duration)]
+    duration: Duration,
+    /// The seed for clients and nemesis [default: random, printed].
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    #[arg(long, default_value_t = 3)]
+    keys: usize,
+    /// Where a failing run writes its history.
+    #[arg(long, default_value = "./chaos-out")]
+    out: PathBuf,
+}
+
+fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.suite == "config", "no suite `{}`; suites: config", a.suite);
+    anyhow::ensure!((3..=7).contains(&a.nodes), "--nodes must be from 3 to 7");
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
+    eprintln!("basalt chaos {} --seed {seed} --duration {:?}", a.suite, a.duration);
+    basalt_runtime::logging::init(basalt_runtime::config::LogFormat::Pretty, "warn");
+    let opts = basalt_harness::suites::SuiteOpts {
+        exe: std::env::current_exe()?,
+        nodes: a.nodes,
+        duration: a.duration,
+        seed,
+        clients: a.clients.max(1),
+        keys: a.keys.max(1),
+        out_dir: a.out,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(basalt_harness::suites::config(&opts))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    anyhow::ensure!(
+        report.verdict == basalt_lincheck::Verdict::Ok,
+        "seed {seed}: {:?} — {}",
+        report.verdict,
+        report.explanation.unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn humantime_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 5s or 500ms: {e}"))
 }
@@ -120,6 +172,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench(args),
         Command::Cluster(c) => cluster::run_cluster(c),
+        Command::Chaos(a) => chaos(a),
         Command::Dev(c) => cluster::run_dev(c),
         Command::Version => {
             println!("basalt {}", env!("CARGO_PKG_VERSION"));

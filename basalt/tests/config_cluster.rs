@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::cluster::Cluster;
+use basalt_harness::cluster::Cluster;
 use common::*;
 
 async fn create_ns(url: &str, ns: &str) {
@@ -67,7 +67,7 @@ async fn assert_converged(c: &Cluster, ns: &str, acked: &BTreeMap<String, u64>) 
 
 #[tokio::test]
 async fn leader_killed_during_writes_loses_nothing_acknowledged() {
-    let mut c = Cluster::start(3).await;
+    let mut c = Cluster::start(EXE, 3).await;
     create_ns(&c.url(1), "app").await;
     let mut acked = BTreeMap::new();
     let mut killed = None;
@@ -91,7 +91,7 @@ async fn leader_killed_during_writes_loses_nothing_acknowledged() {
 
 #[tokio::test]
 async fn partitioned_node_catches_up_by_itself() {
-    let c = Cluster::start(3).await;
+    let c = Cluster::start(EXE, 3).await;
     create_ns(&c.url(1), "p").await;
     let leader = c.leader().await;
     let victim = (1..=3).find(|id| *id != leader).unwrap();
@@ -123,7 +123,7 @@ async fn partitioned_node_catches_up_by_itself() {
 
 #[tokio::test]
 async fn every_node_restarted_keeps_its_state() {
-    let mut c = Cluster::start(3).await;
+    let mut c = Cluster::start(EXE, 3).await;
     create_ns(&c.url(1), "r").await;
     let mut acked = BTreeMap::new();
     for i in 0..15u64 {
@@ -142,7 +142,7 @@ async fn every_node_restarted_keeps_its_state() {
 
 #[tokio::test]
 async fn a_node_joins_and_another_leaves_under_load() {
-    let mut c = Cluster::start(3).await;
+    let mut c = Cluster::start(EXE, 3).await;
     create_ns(&c.url(1), "m").await;
     let mut acked = BTreeMap::new();
     for i in 0..40u64 {
@@ -171,7 +171,7 @@ async fn a_node_joins_and_another_leaves_under_load() {
 
 #[tokio::test]
 async fn cluster_cli_reports_and_transfers_leadership() {
-    let c = Cluster::start(3).await;
+    let c = Cluster::start(EXE, 3).await;
     let leader = c.leader().await;
     let target = (1..=3).find(|id| *id != leader).unwrap();
     let out = std::process::Command::new(EXE)

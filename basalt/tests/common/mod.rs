@@ -1,8 +1,6 @@
 //! Shared by the end-to-end tests: start the real `basalt` binary on a temp dir.
 #![allow(dead_code)]
 
-pub mod cluster;
-
 use std::time::Duration;
 
 use basalt_runtime::process::{NodeProcess, NodeSpec};

@@ -1,13 +1,14 @@
-//! A real N-node cluster on loopback for end-to-end and fault tests.
-#![allow(dead_code)]
+//! A real N-node cluster on loopback for end-to-end and fault tests: node 1 bootstraps, the
+//! others join; nodes can be killed, restarted on the same data and ports, paused, isolated.
 
 use std::time::Duration;
 
 use basalt_runtime::process::{NodeProcess, NodeSpec};
 
-use super::{EXE, START_TIMEOUT, client, send};
+use crate::{START_TIMEOUT, client, send};
 
 pub struct Cluster {
+    exe: std::path::PathBuf,
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Option<NodeProcess>>,
     /// Each node's spec, kept so a killed node restarts on the same data and ports.
@@ -20,9 +21,9 @@ fn free_port() -> u16 {
 
 impl Cluster {
     /// Start `n` nodes: node 1 bootstraps, the others join it; wait until all are voters.
-    pub async fn start(n: usize) -> Self {
+    pub async fn start(exe: impl Into<std::path::PathBuf>, n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Cluster { dir, nodes: Vec::new(), specs: Vec::new() };
+        let mut c = Cluster { exe: exe.into(), dir, nodes: Vec::new(), specs: Vec::new() };
         for _ in 0..n {
             c.add_node().await;
         }
@@ -34,7 +35,7 @@ impl Cluster {
     pub async fn add_node(&mut self) -> usize {
         let id = self.nodes.len() + 1;
         // Fixed ports per node, so a restarted node keeps the address its peers know.
-        let mut spec = NodeSpec::new(EXE, self.dir.path().join(format!("node-{id}")))
+        let mut spec = NodeSpec::new(&self.exe, self.dir.path().join(format!("node-{id}")))
             .arg("--node-id")
             .arg(id.to_string())
             .arg("--http-addr")
@@ -126,6 +127,15 @@ impl Cluster {
         }
         let spec = NodeSpec { args, ..spec };
         self.nodes[id - 1] = Some(NodeProcess::start(spec, START_TIMEOUT).await.expect("node restarts"));
+    }
+
+    /// SIGSTOP / SIGCONT.
+    pub fn pause(&self, id: usize) {
+        self.nodes[id - 1].as_ref().expect("node is running").pause().unwrap();
+    }
+
+    pub fn resume(&self, id: usize) {
+        self.nodes[id - 1].as_ref().expect("node is running").resume().unwrap();
     }
 
     /// Cut `id` off from every other node, both directions (through the fault hook).

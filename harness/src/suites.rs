@@ -1,0 +1,186 @@
+//! Suites: a workload, a nemesis and a checker, named after what they test.
+//!
+//! `config`: concurrent clients read and write a few S03 keys (linearizable reads, writes to
+//! any node) on a real cluster while the nemesis kills, pauses and isolates nodes; the history
+//! is checked for linearizability as a set of registers, one per key.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use basalt_lincheck::{Budget, Op, Outcome, Register, RegisterOp, RegisterRet, Verdict};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::cluster::Cluster;
+use crate::nemesis::{Fault, Nemesis};
+use crate::{client, send};
+
+#[derive(Debug, Clone)]
+pub struct SuiteOpts {
+    pub exe: PathBuf,
+    pub nodes: usize,
+    pub duration: Duration,
+    pub seed: u64,
+    pub clients: usize,
+    pub keys: usize,
+    /// Where a failing run writes its history.
+    pub out_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteReport {
+    pub suite: String,
+    pub seed: u64,
+    pub ops: usize,
+    pub ok: usize,
+    pub info: usize,
+    pub fail: usize,
+    pub faults: Vec<(u64, Fault)>,
+    pub verdict: Verdict,
+    pub explanation: Option<String>,
+    pub history_file: Option<PathBuf>,
+}
+
+type RegOp = Op<RegisterOp, RegisterRet>;
+
+pub async fn config(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
+    let mut c = Cluster::start(&opts.exe, opts.nodes).await;
+    let leader = c.leader().await;
+    let (s, b) = send(client().put(format!("{}/v1/config/ns/chaos", c.url(leader)))).await;
+    anyhow::ensure!(s == 201, "creating the namespace: {s} {b}");
+    let urls: Vec<String> = (1..=opts.nodes).map(|id| c.url(id)).collect();
+    let start = Instant::now();
+    let deadline = start + opts.duration;
+    let history: Arc<Mutex<Vec<RegOp>>> = Arc::default();
+    let mut clients = Vec::new();
+    for id in 0..opts.clients as u64 {
+        let (urls, history, keys, seed) = (urls.clone(), history.clone(), opts.keys, opts.seed);
+        clients.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(id + 1));
+            let http = client();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let key = format!("k{}", rng.random_range(0..keys));
+                let url = &urls[rng.random_range(0..urls.len())];
+                n += 1;
+                let invoke = start.elapsed().as_nanos() as u64;
+                let (input, outcome) = if rng.random_bool(0.5) {
+                    let r = http.get(format!("{url}/v1/config/ns/chaos/keys/{key}")).send().await;
+                    (RegisterOp::Read, read_outcome(r, start).await)
+                } else {
+                    let v = format!("c{id}-{n}");
+                    let r = http
+                        .put(format!("{url}/v1/config/ns/chaos/keys/{key}"))
+                        .header("content-type", "application/json")
+                        .body(format!("\"{v}\""))
+                        .send()
+                        .await;
+                    (RegisterOp::Write(v), write_outcome(r, start).await)
+                };
+                history.lock().unwrap_or_else(|e| e.into_inner()).push(Op {
+                    client: id,
+                    key,
+                    input,
+                    invoke_ns: invoke,
+                    outcome,
+                });
+            }
+        }));
+    }
+    let mut nemesis = Nemesis::new(opts.seed);
+    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
+    let mut faults = Vec::new();
+    while Instant::now() + Duration::from_secs(3) < deadline {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
+        let f = nemesis.strike(&mut c).await;
+        faults.push((start.elapsed().as_nanos() as u64, f.clone()));
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
+        nemesis.undo(&mut c, &f).await;
+    }
+    for t in clients {
+        let _ = t.await;
+    }
+    let ops = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let count = |p: fn(&Outcome<RegisterRet>) -> bool| ops.iter().filter(|o| p(&o.outcome)).count();
+    let result = basalt_lincheck::check(&Register, &prune_unobserved_unknown_writes(&ops), Budget::default());
+    let explanation = result.per_key.iter().find_map(|(k, r)| r.explanation.as_ref().map(|e| format!("key {k}: {e}")));
+    let mut report = SuiteReport {
+        suite: "config".into(),
+        seed: opts.seed,
+        ops: ops.len(),
+        ok: count(|o| matches!(o, Outcome::Ok { .. })),
+        info: count(|o| matches!(o, Outcome::Info)),
+        fail: count(|o| matches!(o, Outcome::Fail { .. })),
+        faults,
+        verdict: result.valid,
+        explanation,
+        history_file: None,
+    };
+    if report.verdict != Verdict::Ok {
+        std::fs::create_dir_all(&opts.out_dir)?;
+        let path = opts.out_dir.join(format!("chaos-config-seed-{}.json", opts.seed));
+        std::fs::write(&path, serde_json::to_vec_pretty(&serde_json::json!({ "report": &report, "history": ops }))?)?;
+        report.history_file = Some(path);
+    }
+    Ok(report)
+}
+
+/// Every written value is unique, so a write whose outcome is unknown and whose value no read
+/// ever returned can be dropped: it may never have happened, and nothing observed it, so it
+/// explains nothing and forbids nothing. Keeping such writes makes the search exponential.
+fn prune_unobserved_unknown_writes(ops: &[RegOp]) -> Vec<RegOp> {
+    let seen: std::collections::HashSet<&str> = ops
+        .iter()
+        .filter_map(|o| match &o.outcome {
+            Outcome::Ok { output: RegisterRet::Value(Some(v)), .. } => Some(v.as_str()),
+            _ => None,
+        })
+        .collect();
+    ops.iter()
+        .filter(|o| match (&o.input, &o.outcome) {
+            (RegisterOp::Write(v), Outcome::Info) => seen.contains(v.as_str()),
+            _ => true,
+        })
+        .cloned()
+        .collect()
+}
+
+/// A write the server acknowledged is Ok; a definite refusal (nothing was written: no leader,
+/// a 4xx, a refused connection) is Fail; anything else — a timeout, a reset, `unknown_outcome`
+/// — is Info: it may or may not have taken effect.
+async fn write_outcome(r: reqwest::Result<reqwest::Response>, start: Instant) -> Outcome<RegisterRet> {
+    let now = || start.elapsed().as_nanos() as u64;
+    match r {
+        Ok(resp) if resp.status().is_success() => Outcome::Ok { output: RegisterRet::Written, complete_ns: now() },
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let code = body["error"]["code"].as_str().unwrap_or("");
+            if (400..500).contains(&status) || code == "no_leader" || code == "not_running" {
+                Outcome::Fail { complete_ns: now() }
+            } else {
+                Outcome::Info
+            }
+        }
+        Err(e) if e.is_connect() => Outcome::Fail { complete_ns: now() },
+        Err(_) => Outcome::Info,
+    }
+}
+
+/// A read that answered is Ok with what it saw (404: the key is empty); a read that did not
+/// answer observed nothing and is dropped (Fail).
+async fn read_outcome(r: reqwest::Result<reqwest::Response>, start: Instant) -> Outcome<RegisterRet> {
+    let now = || start.elapsed().as_nanos() as u64;
+    let Ok(resp) = r else { return Outcome::Fail { complete_ns: now() } };
+    match resp.status().as_u16() {
+        200 => {
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let v = body["value"].as_str().map(str::to_string);
+            Outcome::Ok { output: RegisterRet::Value(v), complete_ns: now() }
+        }
+        404 => Outcome::Ok { output: RegisterRet::Value(None), complete_ns: now() },
+        _ => Outcome::Fail { complete_ns: now() },
+    }
+}
