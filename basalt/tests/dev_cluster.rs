@@ -14,8 +14,8 @@ use nix::unistd::Pid;
 #[tokio::test]
 async fn dev_cluster_forms_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    // A base port unlikely to collide with other tests' OS-chosen ports.
-    let base = 20_000 + (std::process::id() % 200) as u16 * 100;
+    // Below Linux's ephemeral range (32768+), so no OS-chosen port of another test can take it.
+    let base = 20_000 + (std::process::id() % 120) as u16 * 100;
     let mut child = Command::new(EXE)
         .args(["dev", "cluster", "--nodes", "3", "--base-port", &base.to_string(), "--data-dir"])
         .arg(dir.path())

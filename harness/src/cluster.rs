@@ -15,8 +15,19 @@ pub struct Cluster {
     specs: Vec<NodeSpec>,
 }
 
+/// A listening port for a node. Ports come from below Linux's ephemeral range (32768+), so no
+/// outgoing connection can take a killed node's port before it restarts; each test process
+/// uses its own window of 200 ports (by pid), and each port is probed before use.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let window = 10_000 + (std::process::id() % 50) as u16 * 200;
+    loop {
+        let port = window + NEXT.fetch_add(1, Ordering::Relaxed) % 200;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Cluster {
