@@ -188,3 +188,90 @@ async fn cluster_cli_reports_and_transfers_leadership() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("42"));
 }
+
+/// An edge replica follows the cluster by push, refuses writes, comes back after `kill -9`
+/// with a snapshot, and repairs a gap left by lost pushes by itself.
+#[tokio::test]
+async fn edge_replica_follows_resyncs_and_repairs_gaps() {
+    let c = Cluster::start(EXE, 3).await;
+    let leader = c.leader().await;
+    let lurl = c.url(leader);
+    create_ns(&lurl, "e").await;
+    let mut acked = BTreeMap::new();
+    for i in 0..5u64 {
+        assert!(put(&lurl, "e", &format!("k{i}"), i).await.is_some());
+        acked.insert(format!("k{i}"), i);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let edge_spec = basalt_runtime::process::NodeSpec::new(EXE, dir.path().join("edge"))
+        .arg("--node-id")
+        .arg("9")
+        .arg("--set")
+        .arg("engines.consensus.enabled=false")
+        .arg("--set")
+        .arg(format!("systems.config.edge_of=\"{}\"", lurl.trim_start_matches("http://")))
+        .arg("--set")
+        .arg("systems.config.region=\"edge-x\"");
+    let mut edge = basalt_runtime::process::NodeProcess::start(edge_spec.clone(), START_TIMEOUT).await.unwrap();
+
+    async fn converged(leader: &str, edge: &str) -> bool {
+        let (Some(a), Some(b)) = (read_all(leader, "e", "stale").await, read_all(edge, "e", "stale").await) else {
+            return false;
+        };
+        a.0 == b.0 && a.1 == b.1
+    }
+    let wait = |edge_url: String| {
+        let lurl = lurl.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !converged(&lurl, &edge_url).await {
+                assert!(tokio::time::Instant::now() < deadline, "the edge did not converge");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait(edge.url()).await;
+    for i in 5..10u64 {
+        assert!(put(&lurl, "e", &format!("k{i}"), i).await.is_some());
+    }
+    wait(edge.url()).await;
+
+    // Writes go to the cluster, not to an edge.
+    let (s, b) = send(
+        client()
+            .put(format!("{}/v1/config/ns/e/keys/x", edge.url()))
+            .header("content-type", "application/json")
+            .body("1"),
+    )
+    .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("read_only_replica")), "{b}");
+
+    // The regions view lists the edge.
+    let (_, regions) = send(client().get(format!("{lurl}/v1/config/regions"))).await;
+    let e = regions["replicas"].as_array().unwrap().iter().find(|r| r["node_id"] == 9).cloned().expect("edge listed");
+    assert_eq!((e["region"].as_str(), e["state"].as_str()), (Some("edge-x"), Some("in_sync")), "{regions}");
+
+    // Lost pushes: the gap is noticed and repaired from a snapshot, without help.
+    let (s, _) = send(
+        client().put(format!("{lurl}/v1/node/faults")).json(&serde_json::json!({"peers": {"9": {"drop_out": true}}})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    for i in 10..13u64 {
+        assert!(put(&lurl, "e", &format!("k{i}"), i).await.is_some());
+    }
+    let (s, _) = send(client().put(format!("{lurl}/v1/node/faults")).json(&serde_json::json!({"peers": {}}))).await;
+    assert_eq!(s, 200);
+    assert!(put(&lurl, "e", "k13", 13).await.is_some());
+    wait(edge.url()).await;
+
+    // Killed and restarted, it comes back with the whole state.
+    edge.kill9().unwrap();
+    for i in 14..16u64 {
+        assert!(put(&lurl, "e", &format!("k{i}"), i).await.is_some());
+    }
+    let edge = basalt_runtime::process::NodeProcess::start(edge_spec, START_TIMEOUT).await.unwrap();
+    wait(edge.url()).await;
+    let (_, _, keys) = read_all(&edge.url(), "e", "stale").await.unwrap();
+    assert_eq!(keys.len(), 16);
+}

@@ -100,6 +100,14 @@ pub async fn run(
     let faults = Faults::default();
     let transport = Transport::new(config.node_id, config.transport.clone(), faults.clone())?;
     let mut extensions = Extensions::default();
+    // `[engines.<name>] enabled = false` leaves an engine out (e.g. on an edge replica).
+    let mut engine_tables = BTreeMap::new();
+    engines.retain(|e| {
+        let mut table = config.engine_table(e.name());
+        let enabled = table.remove("enabled").and_then(|v| v.as_bool()).unwrap_or(true);
+        engine_tables.insert(e.name(), table);
+        enabled
+    });
     let shared = Shared {
         identity: identity.clone(),
         store: store.clone(),
@@ -111,7 +119,8 @@ pub async fn run(
     for engine in &mut engines {
         let name = engine.name();
         let mut ctx = shared.engine_context(name, &mut extensions, &mut registry, &mut tasks);
-        engine.prepare(&mut ctx, config.engine_table(name)).with_context(|| format!("preparing engine `{name}`"))?;
+        let table = engine_tables.remove(name).unwrap_or_default();
+        engine.prepare(&mut ctx, table).with_context(|| format!("preparing engine `{name}`"))?;
     }
 
     let mut systems = Vec::new();
@@ -124,6 +133,8 @@ pub async fn run(
         let sub = registry.sub_registry_with_prefix(format!("basalt_{}", plug.name));
         let mut ctx =
             SystemContext::new(plug.name, namespace, clock.clone(), shutdown.clone(), sub, &mut tasks, &extensions);
+        ctx.identity = Some(identity.clone());
+        ctx.transport = Some(transport.clone());
         let routes = plug
             .start(&mut ctx, config.system_table(plug.name))
             .with_context(|| format!("starting system `{}`", plug.name))?;

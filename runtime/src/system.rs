@@ -54,6 +54,10 @@ pub struct SystemContext<'a> {
     pub clock: Clock,
     /// Cancelled when the node shuts down; background tasks watch it.
     pub shutdown: CancellationToken,
+    /// Who this node is (set by the node; `None` in unit tests that build a context by hand).
+    pub identity: Option<crate::engine::NodeIdentity>,
+    /// The node-to-node transport, for systems that talk to other nodes themselves.
+    pub transport: Option<crate::transport::Transport>,
     metrics: &'a mut Registry,
     tasks: &'a mut Tasks,
     extensions: &'a Extensions,
@@ -69,7 +73,7 @@ impl<'a> SystemContext<'a> {
         tasks: &'a mut Tasks,
         extensions: &'a Extensions,
     ) -> Self {
-        Self { name, namespace, clock, shutdown, metrics, tasks, extensions }
+        Self { name, namespace, clock, shutdown, identity: None, transport: None, metrics, tasks, extensions }
     }
 
     /// A handle an engine shared, e.g. `ctx.engine::<Consensus>()`.

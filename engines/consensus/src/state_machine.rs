@@ -37,6 +37,8 @@ pub struct Applied {
     pub index: u64,
     /// The system the command was for (`None` for blank and membership entries).
     pub system: Option<String>,
+    /// The command itself (for replicas outside the Raft group, fed from this feed).
+    pub payload: Option<Arc<Vec<u8>>>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -195,19 +197,23 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             for entry in entries {
                 let log_id = *entry.get_log_id();
                 state.last_applied = Some(log_id);
-                let (reply, system) = match entry.payload {
-                    EntryPayload::Blank => (Reply::None, None),
+                let (reply, system, payload) = match entry.payload {
+                    EntryPayload::Blank => (Reply::None, None, None),
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(Some(log_id), m);
-                        (Reply::None, None)
+                        (Reply::None, None, None)
                     }
-                    EntryPayload::Normal(cmd) => match systems.get(&cmd.system) {
-                        Some(sm) => (Reply::Data(sm.apply(log_id.index, &cmd.payload)), Some(cmd.system)),
-                        None => (Reply::NoSuchSystem(cmd.system.clone()), Some(cmd.system)),
-                    },
+                    EntryPayload::Normal(cmd) => {
+                        let payload = Arc::new(cmd.payload);
+                        let reply = match systems.get(&cmd.system) {
+                            Some(sm) => Reply::Data(sm.apply(log_id.index, &payload)),
+                            None => Reply::NoSuchSystem(cmd.system.clone()),
+                        };
+                        (reply, Some(cmd.system), Some(payload))
+                    }
                 };
                 replies.push(reply);
-                events.push(Applied { index: log_id.index, system });
+                events.push(Applied { index: log_id.index, system, payload });
             }
         }
         if let Some(last) = events.last() {

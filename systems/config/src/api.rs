@@ -38,7 +38,8 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 
 use crate::model::{BatchOp, Change, Command, Format};
-use crate::service::{ConfigService, Consistency};
+use crate::service::{Backend, ConfigService, Consistency};
+use basalt_runtime::transport::Wire;
 
 type Svc = State<Arc<ConfigService>>;
 const WATCH_BATCH_MAX: usize = 1000;
@@ -56,6 +57,8 @@ pub fn routes(svc: Arc<ConfigService>) -> Router {
         .route("/ns/{ns}/batch", post(batch))
         .route("/ns/{ns}/watch", get(watch))
         .route("/local", get(|State(s): Svc| async move { axum::Json(s.local_view()) }))
+        .route("/edge/subscribe", post(edge_subscribe))
+        .route(crate::edge::PUSH_PATH.trim_start_matches("/v1/config"), post(edge_push))
         .route("/regions", get(|State(s): Svc| async move { s.regions().await.map(axum::Json) }))
         .with_state(svc)
 }
@@ -329,6 +332,33 @@ async fn batch(
         at_ms: now_ms(),
     };
     Ok(axum::Json(s.write(cmd).await?).into_response())
+}
+
+/// A member registers an edge replica and answers with where it stands (and a snapshot).
+async fn edge_subscribe(State(s): Svc, Json(b): Json<crate::edge::Subscribe>) -> Result<Response, ApiError> {
+    match &s.backend {
+        Backend::Cluster { edges, .. } => Ok(axum::Json(edges.subscribe(&s.sm, b)).into_response()),
+        Backend::Edge(e) => Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "not_a_member",
+            format!("this node is itself an edge replica; subscribe to {}", e.edge_of),
+        )),
+    }
+}
+
+/// A member pushes one applied config command to this edge replica.
+async fn edge_push(State(s): Svc, Wire(p): Wire<crate::edge::Push>) -> Result<Response, ApiError> {
+    match &s.backend {
+        Backend::Edge(e) => {
+            e.receive(p);
+            Ok(Wire(()).into_response())
+        }
+        Backend::Cluster { .. } => Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "not_an_edge",
+            "this node is a Raft member, not an edge replica",
+        )),
+    }
 }
 
 /// Long-poll (JSON) or SSE. Both read this node's applied history, which has every version in

@@ -152,7 +152,7 @@ const VOTERS: u64 = 3;
 const DELAY_MIN_MS: u64 = 10;
 const DELAY_MAX_MS: u64 = 150;
 
-/// Propagation to `REGIONS` regions: 3 voters and 17 learners (each a region's read replica),
+/// Propagation to `REGIONS` regions: 3 voters and 17 edge replicas (each a region's read replica),
 /// the leader's outbound traffic to each delayed by one entry of a 10–150 ms matrix through the
 /// transport's fault hook. A watcher per region long-polls its own replica; a sample is the
 /// time from sending a write to the leader until that region's replica has applied it.
@@ -177,11 +177,17 @@ async fn propagation(opts: &BenchOpts, dir: &std::path::Path) -> anyhow::Result<
             .arg("engines.consensus.election_timeout_min_ms=1500")
             .arg("--set")
             .arg("engines.consensus.election_timeout_max_ms=3000");
-        if id > VOTERS {
-            spec = spec.arg("--set").arg("engines.consensus.join_as_voter=false");
-        }
-        if let Some(first) = nodes.first() {
-            spec = spec.arg("--join").arg(first.http_addr.clone());
+        match nodes.first() {
+            // Regions beyond the voters are edge replicas of node 1 (the first leader).
+            Some(first) if id > VOTERS => {
+                spec = spec
+                    .arg("--set")
+                    .arg("engines.consensus.enabled=false")
+                    .arg("--set")
+                    .arg(format!("systems.config.edge_of=\"{}\"", first.http_addr));
+            }
+            Some(first) => spec = spec.arg("--join").arg(first.http_addr.clone()),
+            None => {}
         }
         nodes.push(NodeProcess::start(spec, Duration::from_secs(60)).await?);
     }
@@ -190,7 +196,7 @@ async fn propagation(opts: &BenchOpts, dir: &std::path::Path) -> anyhow::Result<
     let leader = loop {
         let s: serde_json::Value = client.get(format!("{}/v1/cluster", nodes[0].url())).send().await?.json().await?;
         let members = s["members"].as_array().map_or(0, Vec::len);
-        if members == REGIONS as usize
+        if members == VOTERS as usize
             && let Some(l) = s["leader_id"].as_u64()
         {
             break l;
@@ -216,6 +222,20 @@ async fn propagation(opts: &BenchOpts, dir: &std::path::Path) -> anyhow::Result<
         .await?
         .error_for_status()?;
     client.put(format!("{leader_url}/v1/config/ns/prop")).send().await?.error_for_status()?;
+    // Every region (members and edges) has the namespace before the clock starts.
+    for node in &nodes {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !client
+            .get(format!("{}/v1/config/ns/prop?consistency=stale", node.url()))
+            .send()
+            .await?
+            .status()
+            .is_success()
+        {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "region at {} never saw the namespace", node.url());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     // One watcher per region, on that region's own replica.
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, u64, std::time::Instant)>::new()));

@@ -8,6 +8,7 @@
 
 mod api;
 mod bench;
+mod edge;
 pub mod model;
 mod service;
 
@@ -26,11 +27,15 @@ use serde::{Deserialize, Serialize};
 pub struct ConfigSettings {
     /// The region this node serves (a label; reads here are answered from this replica).
     pub region: String,
+    /// Run as an edge replica of the cluster member at this HTTP address (HOST:PORT) instead of
+    /// as a Raft member: changes are pushed here as the member applies them; writes are refused.
+    /// Start such a node with `engines.consensus.enabled = false`.
+    pub edge_of: Option<String>,
 }
 
 impl Default for ConfigSettings {
     fn default() -> Self {
-        Self { region: "default".into() }
+        Self { region: "default".into(), edge_of: None }
     }
 }
 
@@ -52,11 +57,34 @@ impl System for ConfigSystem {
     }
 
     fn start(ctx: &mut SystemContext<'_>, config: ConfigSettings) -> anyhow::Result<axum::Router> {
-        let consensus: Arc<Consensus> =
-            ctx.engine::<Consensus>().context("the config system needs the consensus engine")?;
+        let identity = ctx.identity.clone().context("the config system needs the node's identity")?;
         let sm = Arc::new(service::ConfigSm::default());
-        consensus.register(service::SYSTEM, sm.clone())?;
-        Ok(api::routes(Arc::new(service::ConfigService { sm, consensus, region: config.region })))
+        let backend = match config.edge_of {
+            Some(edge_of) => {
+                let e =
+                    Arc::new(edge::Edge::new(sm.clone(), edge_of, identity.node_id, identity.http_addr.to_string()));
+                ctx.spawn("edge", e.clone().run(ctx.shutdown.clone()));
+                service::Backend::Edge(e)
+            }
+            None => {
+                let consensus: Arc<Consensus> = ctx
+                    .engine::<Consensus>()
+                    .context("the config system needs the consensus engine (or systems.config.edge_of)")?;
+                consensus.register(service::SYSTEM, sm.clone())?;
+                let edges = Arc::new(edge::EdgeRegistry::default());
+                let transport = ctx.transport.clone().context("the config system needs the transport")?;
+                let pusher =
+                    edge::push_loop(consensus.clone(), sm.clone(), edges.clone(), transport, ctx.shutdown.clone());
+                ctx.spawn("edge-pusher", pusher);
+                service::Backend::Cluster { consensus, edges }
+            }
+        };
+        Ok(api::routes(Arc::new(service::ConfigService {
+            sm,
+            backend,
+            region: config.region,
+            node_id: identity.node_id,
+        })))
     }
 
     fn bench(opts: &BenchOpts) -> Option<BenchFuture> {

@@ -42,6 +42,8 @@ pub fn api_err(e: ConfigError) -> ApiError {
 #[derive(Default)]
 pub struct ConfigSm {
     model: RwLock<Model>,
+    /// The log index of the last config entry applied (written under the model's write lock).
+    last_index: std::sync::atomic::AtomicU64,
 }
 
 impl ConfigSm {
@@ -49,17 +51,36 @@ impl ConfigSm {
         let guard = self.model.read().unwrap_or_else(|e| e.into_inner());
         f(&guard)
     }
+
+    pub fn last_index(&self) -> u64 {
+        self.last_index.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The snapshot and the index it reflects, as one consistent cut.
+    pub fn snapshot_at(&self) -> (u64, Vec<u8>) {
+        let guard = self.model.read().unwrap_or_else(|e| e.into_inner());
+        (self.last_index(), guard.snapshot())
+    }
+
+    /// Replace the state with a snapshot taken at `index` (an edge resyncing).
+    pub fn restore_at(&self, index: u64, bytes: &[u8]) -> anyhow::Result<()> {
+        let restored = Model::restore(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut guard = self.model.write().unwrap_or_else(|e| e.into_inner());
+        *guard = restored;
+        self.last_index.store(index, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
 }
 
 impl StateMachine for ConfigSm {
-    fn apply(&self, _index: u64, command: &[u8]) -> Vec<u8> {
+    fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
+        let mut model = self.model.write().unwrap_or_else(|e| e.into_inner());
+        self.last_index.store(index, std::sync::atomic::Ordering::Release);
         let reply: Result<Change, ErrorReply> = match serde_json::from_slice::<Command>(command) {
-            Ok(cmd) => {
-                let mut model = self.model.write().unwrap_or_else(|e| e.into_inner());
-                model.apply(cmd).map_err(|e| ErrorReply::from(&e))
-            }
+            Ok(cmd) => model.apply(cmd).map_err(|e| ErrorReply::from(&e)),
             Err(e) => Err(ErrorReply { status: 400, code: "bad_command".into(), message: e.to_string() }),
         };
+        drop(model);
         serde_json::to_vec(&reply).unwrap_or_default()
     }
 
@@ -84,10 +105,17 @@ pub enum Consistency {
     Stale,
 }
 
+/// Where a node's config comes from: it is a member of the Raft group, or an edge replica.
+pub enum Backend {
+    Cluster { consensus: Arc<Consensus>, edges: Arc<crate::edge::EdgeRegistry> },
+    Edge(Arc<crate::edge::Edge>),
+}
+
 pub struct ConfigService {
     pub sm: Arc<ConfigSm>,
-    pub consensus: Arc<Consensus>,
+    pub backend: Backend,
     pub region: String,
+    pub node_id: u64,
 }
 
 /// What one replica holds, as `GET /v1/config/local` reports it.
@@ -110,9 +138,19 @@ impl ConfigService {
     /// Validate locally (to reject early), then propose; the state machine validates again at
     /// apply, which is what decides.
     pub async fn write(&self, cmd: Command) -> Result<Change, ApiError> {
+        let consensus = match &self.backend {
+            Backend::Cluster { consensus, .. } => consensus,
+            Backend::Edge(e) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "read_only_replica",
+                    format!("this node is an edge replica of region `{}`; send writes to {}", self.region, e.edge_of),
+                ));
+            }
+        };
         self.sm.read(|m| m.validate(&cmd)).map_err(api_err)?;
         let bytes = serde_json::to_vec(&cmd).map_err(|e| ApiError::internal(e.to_string()))?;
-        let reply = self.consensus.propose(SYSTEM, bytes).await?;
+        let reply = consensus.propose(SYSTEM, bytes).await?;
         let r: Result<Change, ErrorReply> = serde_json::from_slice(&reply)
             .map_err(|e| ApiError::internal(format!("bad reply from the state machine: {e}")))?;
         r.map_err(ApiError::from)
@@ -123,8 +161,9 @@ impl ConfigService {
         consistency: Consistency,
         f: impl FnOnce(&Model) -> Result<T, ConfigError>,
     ) -> Result<T, ApiError> {
-        if consistency == Consistency::Linearizable {
-            self.consensus.read_barrier().await?;
+        // An edge serves its own copy: that is what a region's replica is for.
+        if let (Consistency::Linearizable, Backend::Cluster { consensus, .. }) = (consistency, &self.backend) {
+            consensus.read_barrier().await?;
         }
         self.sm.read(f).map_err(api_err)
     }
@@ -137,9 +176,9 @@ impl ConfigService {
                 .collect()
         });
         LocalView {
-            node_id: self.consensus.node_id(),
+            node_id: self.node_id,
             region: self.region.clone(),
-            applied_index: *self.consensus.applied().borrow(),
+            applied_index: self.sm.last_index(),
             namespaces,
         }
     }
@@ -149,23 +188,36 @@ impl ConfigService {
     /// content hash — never expected under Raft, reported loudly), or `unreachable`. A lagging
     /// replica needs no action: the leader keeps sending it the log (or a snapshot).
     pub async fn regions(&self) -> Result<serde_json::Value, ApiError> {
-        let status = self.consensus.status()?;
+        let (consensus, edges) = match &self.backend {
+            Backend::Cluster { consensus, edges } => (consensus, edges),
+            Backend::Edge(e) => {
+                return Err(ApiError::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "ask_a_member",
+                    format!("an edge replica has no view of the others; ask {}", e.edge_of),
+                ));
+            }
+        };
+        let status = consensus.status()?;
+        let mut targets: Vec<(u64, bool, String)> =
+            status.members.iter().map(|m| (m.node_id, m.voter, m.http_addr.clone())).collect();
+        targets.extend(edges.edges().into_iter().map(|(id, addr)| (id, false, addr)));
         let client = basalt_runtime::reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let mut views = Vec::new();
-        for m in &status.members {
-            let view = if m.node_id == self.consensus.node_id() {
+        for (node_id, voter, http_addr) in targets {
+            let view = if node_id == self.node_id {
                 Ok(self.local_view())
             } else {
-                match client.get(format!("http://{}/v1/config/local", m.http_addr)).send().await {
+                match client.get(format!("http://{http_addr}/v1/config/local")).send().await {
                     Ok(r) if r.status().is_success() => r.json::<LocalView>().await.map_err(|e| e.to_string()),
                     Ok(r) => Err(format!("answered {}", r.status())),
                     Err(e) => Err(e.to_string()),
                 }
             };
-            views.push((m.node_id, m.voter, view));
+            views.push((node_id, voter, view));
         }
         let mut newest: std::collections::BTreeMap<String, (u64, String)> = Default::default();
         for (_, _, v) in &views {
@@ -212,7 +264,10 @@ impl ConfigService {
         wait: Duration,
     ) -> Result<Vec<Change>, ApiError> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut applied = self.consensus.applied();
+        let mut applied = match &self.backend {
+            Backend::Cluster { consensus, .. } => consensus.applied(),
+            Backend::Edge(e) => e.applied.subscribe(),
+        };
         loop {
             applied.borrow_and_update();
             let changes = self.sm.read(|m| m.history(ns, since, limit)).map_err(api_err)?;
