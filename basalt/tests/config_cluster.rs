@@ -190,10 +190,11 @@ async fn cluster_cli_reports_and_transfers_leadership() {
 }
 
 /// An edge replica follows the cluster by push, refuses writes, comes back after `kill -9`
-/// with a snapshot, and repairs a gap left by lost pushes by itself.
+/// with a snapshot, repairs a gap left by lost pushes, and follows another member when its own
+/// dies — all by itself.
 #[tokio::test]
 async fn edge_replica_follows_resyncs_and_repairs_gaps() {
-    let c = Cluster::start(EXE, 3).await;
+    let mut c = Cluster::start(EXE, 3).await;
     let leader = c.leader().await;
     let lurl = c.url(leader);
     create_ns(&lurl, "e").await;
@@ -274,4 +275,18 @@ async fn edge_replica_follows_resyncs_and_repairs_gaps() {
     wait(edge.url()).await;
     let (_, _, keys) = read_all(&edge.url(), "e", "stale").await.unwrap();
     assert_eq!(keys.len(), 16);
+
+    // The member it follows dies: it moves to another member and keeps up.
+    c.kill9(leader);
+    let next = c.leader().await;
+    let nurl = c.url(next);
+    for i in 16..18u64 {
+        assert!(put(&nurl, "e", &format!("k{i}"), i).await.is_some());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !converged(&nurl, &edge.url()).await {
+        assert!(tokio::time::Instant::now() < deadline, "the edge did not follow another member");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(read_all(&edge.url(), "e", "stale").await.unwrap().2.len(), 18);
 }

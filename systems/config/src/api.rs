@@ -341,7 +341,7 @@ async fn edge_subscribe(State(s): Svc, Json(b): Json<crate::edge::Subscribe>) ->
         Backend::Edge(e) => Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "not_a_member",
-            format!("this node is itself an edge replica; subscribe to {}", e.edge_of),
+            format!("this node is itself an edge replica; subscribe to {}", e.target()),
         )),
     }
 }

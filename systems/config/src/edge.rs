@@ -15,7 +15,8 @@
 //!   a full snapshot. It re-subscribes every second anyway, so a member that restarted learns of
 //!   it again.
 //! - An edge serves reads and watches from its copy and refuses writes with the member to send
-//!   them to.
+//!   them to. If its member stops answering it follows the next member it knows of (it learns
+//!   the members from `/v1/cluster` each time it re-subscribes).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -113,7 +114,10 @@ pub struct Edge {
     pub sm: Arc<ConfigSm>,
     pub applied: watch::Sender<u64>,
     buffer: Mutex<(BTreeMap<u64, Push>, Option<Instant>)>,
-    pub edge_of: String,
+    /// The member followed now (starts as `edge_of`; moves when that member stops answering).
+    target: Mutex<String>,
+    /// The cluster's members' HTTP addresses, as last seen: where to go if the target dies.
+    members: Mutex<Vec<String>>,
     node_id: u64,
     http_addr: String,
 }
@@ -121,7 +125,45 @@ pub struct Edge {
 impl Edge {
     pub fn new(sm: Arc<ConfigSm>, edge_of: String, node_id: u64, http_addr: String) -> Self {
         let (applied, _) = watch::channel(0);
-        Self { sm, applied, buffer: Mutex::default(), edge_of, node_id, http_addr }
+        Self {
+            sm,
+            applied,
+            buffer: Mutex::default(),
+            members: Mutex::new(vec![edge_of.clone()]),
+            target: Mutex::new(edge_of),
+            node_id,
+            http_addr,
+        }
+    }
+
+    /// The member this edge follows (where writes should go).
+    pub fn target(&self) -> String {
+        self.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Learn the members from the target, so there is somewhere to go if it dies.
+    async fn refresh_members(&self, http: &basalt_runtime::reqwest::Client) {
+        let Ok(r) = http.get(format!("http://{}/v1/cluster", self.target())).send().await else { return };
+        let Ok(v) = r.json::<serde_json::Value>().await else { return };
+        let addrs: Vec<String> = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["http_addr"].as_str().map(str::to_string))
+            .collect();
+        if !addrs.is_empty() {
+            *self.members.lock().unwrap_or_else(|e| e.into_inner()) = addrs;
+        }
+    }
+
+    /// Move to the next known member after the current target.
+    fn fail_over(&self) {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(next) = members.iter().skip_while(|m| **m != *target).nth(1).or_else(|| members.first()) {
+            tracing::warn!(from = %target, to = %next, "config edge: member unreachable; following another");
+            *target = next.clone();
+        }
     }
 
     pub fn receive(&self, push: Push) {
@@ -155,7 +197,7 @@ impl Edge {
 
     async fn subscribe(&self, http: &basalt_runtime::reqwest::Client, snapshot: bool) -> anyhow::Result<()> {
         let body = Subscribe { node_id: self.node_id, http_addr: self.http_addr.clone(), snapshot };
-        let r = http.post(format!("http://{}/v1/config/edge/subscribe", self.edge_of)).json(&body).send().await?;
+        let r = http.post(format!("http://{}/v1/config/edge/subscribe", self.target())).json(&body).send().await?;
         anyhow::ensure!(r.status().is_success(), "subscribe answered {}", r.status());
         let s: Subscribed = r.json().await?;
         if let Some(snap) = s.snapshot
@@ -170,16 +212,24 @@ impl Edge {
     }
 
     /// Subscribe (with a snapshot) until it works, then keep the subscription alive and
-    /// resync whenever a gap does not close.
+    /// resync whenever a gap does not close. A member that stops answering is replaced by the
+    /// next member this edge knows of (a new member's pushes start with a snapshot).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let http =
-            basalt_runtime::reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+            basalt_runtime::reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default();
         let mut synced = false;
         loop {
             let want_snapshot = !synced || self.stuck();
             match self.subscribe(&http, want_snapshot).await {
-                Ok(()) => synced = true,
-                Err(e) => tracing::warn!(edge_of = %self.edge_of, error = %e, "config edge: subscribing failed"),
+                Ok(()) => {
+                    synced = true;
+                    self.refresh_members(&http).await;
+                }
+                Err(e) => {
+                    tracing::warn!(member = %self.target(), error = %e, "config edge: subscribing failed");
+                    self.fail_over();
+                    synced = false;
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

@@ -144,7 +144,7 @@ impl ConfigService {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "read_only_replica",
-                    format!("this node is an edge replica of region `{}`; send writes to {}", self.region, e.edge_of),
+                    format!("this node is an edge replica of region `{}`; send writes to {}", self.region, e.target()),
                 ));
             }
         };
@@ -194,7 +194,7 @@ impl ConfigService {
                 return Err(ApiError::new(
                     StatusCode::MISDIRECTED_REQUEST,
                     "ask_a_member",
-                    format!("an edge replica has no view of the others; ask {}", e.edge_of),
+                    format!("an edge replica has no view of the others; ask {}", e.target()),
                 ));
             }
         };
