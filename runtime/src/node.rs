@@ -135,6 +135,7 @@ pub async fn run(
             SystemContext::new(plug.name, namespace, clock.clone(), shutdown.clone(), sub, &mut tasks, &extensions);
         ctx.identity = Some(identity.clone());
         ctx.transport = Some(transport.clone());
+        ctx.fault_injection = config.fault_injection;
         let routes = plug
             .start(&mut ctx, config.system_table(plug.name))
             .with_context(|| format!("starting system `{}`", plug.name))?;

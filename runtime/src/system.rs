@@ -58,6 +58,9 @@ pub struct SystemContext<'a> {
     pub identity: Option<crate::engine::NodeIdentity>,
     /// The node-to-node transport, for systems that talk to other nodes themselves.
     pub transport: Option<crate::transport::Transport>,
+    /// The node runs with `fault_injection = true`: a system may expose its own fault hooks
+    /// (for tests and the chaos harness), never otherwise.
+    pub fault_injection: bool,
     metrics: &'a mut Registry,
     tasks: &'a mut Tasks,
     extensions: &'a Extensions,
@@ -73,7 +76,18 @@ impl<'a> SystemContext<'a> {
         tasks: &'a mut Tasks,
         extensions: &'a Extensions,
     ) -> Self {
-        Self { name, namespace, clock, shutdown, identity: None, transport: None, metrics, tasks, extensions }
+        Self {
+            name,
+            namespace,
+            clock,
+            shutdown,
+            identity: None,
+            transport: None,
+            fault_injection: false,
+            metrics,
+            tasks,
+            extensions,
+        }
     }
 
     /// A handle an engine shared, e.g. `ctx.engine::<Consensus>()`.

@@ -15,6 +15,12 @@
 //!   — several keys as one version, all or nothing
 //! - `GET  /v1/config/ns/{ns}/watch?since=&timeout_ms=` long-poll; with `Accept: text/event-stream`, SSE
 //!   (event id = version; `Last-Event-ID` resumes)
+//! - `POST /v1/config/ns/{ns}/rollouts`               a batch as a guarded rollout: `{"ops": […],
+//!   "canary_regions": ["eu-west"], "bake_ms": 60000, "max_error_rate": 0.05, "min_requests": 100}`
+//! - `GET  /v1/config/ns/{ns}/rollout`                the baking (or last decided) rollout
+//! - `POST /v1/config/ns/{ns}/rollout/promote`        promote now (`{"version": N}` optional)
+//! - `POST /v1/config/ns/{ns}/rollout/abort`          roll back everywhere now (`{"reason": "…"}`)
+//! - `POST /v1/config/health`                         a region's errors and requests since its last report
 //! - `GET  /v1/config/local`                          this replica: region, applied index, versions, hashes
 //! - `GET  /v1/config/regions`                        every replica compared: in_sync, lagging, divergent, unreachable
 //!
@@ -23,7 +29,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -37,7 +43,7 @@ use basalt_runtime::http::extract::{Json, Path, Query};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 
-use crate::model::{BatchOp, Change, Command, Format};
+use crate::model::{BatchOp, Change, Command, Format, Guard, GuardCommand};
 use crate::service::{Backend, ConfigService, Consistency};
 use basalt_runtime::transport::Wire;
 
@@ -56,6 +62,11 @@ pub fn routes(svc: Arc<ConfigService>) -> Router {
         .route("/ns/{ns}/rollback", post(rollback))
         .route("/ns/{ns}/batch", post(batch))
         .route("/ns/{ns}/watch", get(watch))
+        .route("/ns/{ns}/rollouts", post(start_rollout))
+        .route("/ns/{ns}/rollout", get(get_rollout))
+        .route("/ns/{ns}/rollout/promote", post(promote_rollout))
+        .route("/ns/{ns}/rollout/abort", post(abort_rollout))
+        .route("/health", post(report_health))
         .route("/local", get(|State(s): Svc| async move { axum::Json(s.local_view()) }))
         .route("/edge/subscribe", post(edge_subscribe))
         .route(crate::edge::PUSH_PATH.trim_start_matches("/v1/config"), post(edge_push))
@@ -63,9 +74,7 @@ pub fn routes(svc: Arc<ConfigService>) -> Router {
         .with_state(svc)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+use crate::now_ms;
 
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
@@ -179,14 +188,18 @@ struct ReadParams {
 
 async fn list_keys(State(s): Svc, Path(ns): Path<String>, Query(p): Query<ReadParams>) -> Result<Response, ApiError> {
     let prefix = p.prefix.clone().unwrap_or_default();
-    let (info, items) =
-        s.read(p.consistency.unwrap_or_default(), |m| Ok((m.namespace(&ns)?, m.list(&ns, &prefix)?))).await?;
+    let (info, (version, items)) = s
+        .read(p.consistency.unwrap_or_default(), |m| Ok((m.namespace(&ns)?, m.list_for(&ns, &prefix, &s.region)?)))
+        .await?;
     let keys: Vec<serde_json::Value> = items
         .into_iter()
         .map(|(k, v)| serde_json::json!({"key": k, "version": v.version, "format": v.format, "value": v.json}))
         .collect();
     Ok(axum::Json(
-        serde_json::json!({"namespace": ns, "version": info.version, "content_hash": info.content_hash, "keys": keys}),
+        // `version` is what this region serves (behind the newest while a rollout bakes
+        // elsewhere); `content_hash` is the newest version's.
+        serde_json::json!({"namespace": ns, "version": version, "newest_version": info.version,
+            "content_hash": info.content_hash, "keys": keys}),
     )
     .into_response())
 }
@@ -220,7 +233,7 @@ async fn get_key(
     let v = s
         .read(p.consistency.unwrap_or_default(), |m| match p.version {
             Some(at) => m.get_at(&ns, &key, at),
-            None => m.get(&ns, &key),
+            None => m.get_for(&ns, &key, &s.region),
         })
         .await?;
     Ok(axum::Json(serde_json::json!({
@@ -301,14 +314,8 @@ struct BatchBody {
     message: Option<String>,
 }
 
-async fn batch(
-    State(s): Svc,
-    Path(ns): Path<String>,
-    h: HeaderMap,
-    Json(b): Json<BatchBody>,
-) -> Result<Response, ApiError> {
-    let ops = b
-        .ops
+fn batch_ops(items: Vec<BatchItem>) -> Result<Vec<BatchOp>, ApiError> {
+    items
         .into_iter()
         .map(|item| match item {
             BatchItem::Put { key, format, value } => {
@@ -322,16 +329,149 @@ async fn batch(
             }
             BatchItem::Delete { key } => Ok(BatchOp::Delete { key }),
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+        .collect()
+}
+
+async fn batch(
+    State(s): Svc,
+    Path(ns): Path<String>,
+    h: HeaderMap,
+    Json(b): Json<BatchBody>,
+) -> Result<Response, ApiError> {
     let cmd = Command::Batch {
         namespace: ns,
-        ops,
+        ops: batch_ops(b.ops)?,
         expected_version: b.expected_version,
         author: header_str(&h, "x-author").unwrap_or_else(|| "anonymous".into()),
         message: b.message.unwrap_or_default(),
         at_ms: now_ms(),
     };
     Ok(axum::Json(s.write(cmd).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutBody {
+    ops: Vec<BatchItem>,
+    canary_regions: Vec<String>,
+    bake_ms: u64,
+    /// 0.0-1.0: a canary region whose error rate exceeds it fails the rollout.
+    max_error_rate: f64,
+    #[serde(default = "one")]
+    min_requests: u64,
+    expected_version: Option<u64>,
+    message: Option<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+async fn start_rollout(
+    State(s): Svc,
+    Path(ns): Path<String>,
+    h: HeaderMap,
+    Json(b): Json<RolloutBody>,
+) -> Result<Response, ApiError> {
+    if !(0.0..=1.0).contains(&b.max_error_rate) {
+        return Err(ApiError::bad_request(
+            "invalid_rollout",
+            "invalid rollout: max_error_rate must be between 0 and 1",
+        ));
+    }
+    let guard = Guard {
+        canary_regions: b.canary_regions,
+        bake_ms: b.bake_ms,
+        max_error_ppm: (b.max_error_rate * 1_000_000.0).round() as u64,
+        min_requests: b.min_requests,
+    };
+    let cmd = Command::StartRollout {
+        namespace: ns,
+        ops: batch_ops(b.ops)?,
+        guard,
+        expected_version: b.expected_version,
+        author: header_str(&h, "x-author").unwrap_or_else(|| "anonymous".into()),
+        message: b.message.unwrap_or_default(),
+        at_ms: now_ms(),
+    };
+    Ok((StatusCode::CREATED, axum::Json(s.write(cmd).await?)).into_response())
+}
+
+async fn get_rollout(State(s): Svc, Path(ns): Path<String>, Query(p): Query<ReadParams>) -> Result<Response, ApiError> {
+    let r = s.read(p.consistency.unwrap_or_default(), |m| m.rollout(&ns)).await?;
+    let serving_here = r.rollout.serves(&s.region);
+    Ok(axum::Json(serde_json::json!({"rollout": r, "region": s.region, "serving_here": serving_here})).into_response())
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    version: Option<u64>,
+    reason: Option<String>,
+}
+
+fn decision_body(body: &Bytes) -> Result<DecisionBody, ApiError> {
+    if body.is_empty() {
+        return Ok(DecisionBody::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+}
+
+async fn promote_rollout(
+    State(s): Svc,
+    Path(ns): Path<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b = decision_body(&body)?;
+    let author = header_str(&h, "x-author").unwrap_or_else(|| "anonymous".into());
+    let cmd = GuardCommand::Promote { namespace: ns, version: b.version, force: true, author, at_ms: now_ms() };
+    Ok(axum::Json(serde_json::json!({ "rollouts": s.guard(cmd).await? })).into_response())
+}
+
+async fn abort_rollout(State(s): Svc, Path(ns): Path<String>, h: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let b = decision_body(&body)?;
+    let author = header_str(&h, "x-author").unwrap_or_else(|| "anonymous".into());
+    let reason = b.reason.unwrap_or_default();
+    let cmd = GuardCommand::Abort { namespace: ns, version: b.version, author, reason, at_ms: now_ms() };
+    Ok(axum::Json(serde_json::json!({ "rollouts": s.guard(cmd).await? })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthBody {
+    /// Defaults to this node's region.
+    region: Option<String>,
+    namespace: Option<String>,
+    errors: u64,
+    requests: u64,
+}
+
+/// A region's errors and requests since its last report; judged against baking rollouts. An
+/// edge replica relays it to its member.
+async fn report_health(State(s): Svc, Json(b): Json<HealthBody>) -> Result<Response, ApiError> {
+    if let Backend::Edge(e) = &s.backend {
+        let body = serde_json::json!({"region": b.region.unwrap_or_else(|| s.region.clone()),
+            "namespace": b.namespace, "errors": b.errors, "requests": b.requests});
+        let r = basalt_runtime::reqwest::Client::new()
+            .post(format!("http://{}/v1/config/health", e.target()))
+            .json(&body)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|err| ApiError::unavailable("member_unreachable", format!("relaying to {}: {err}", e.target())))?;
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let bytes = r.bytes().await.map_err(|err| ApiError::unavailable("member_unreachable", err.to_string()))?;
+        return Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response());
+    }
+    let cmd = GuardCommand::ReportHealth {
+        region: b.region.unwrap_or_else(|| s.region.clone()),
+        namespace: b.namespace,
+        errors: b.errors,
+        requests: b.requests,
+        at_ms: now_ms(),
+    };
+    Ok(axum::Json(serde_json::json!({ "rollouts": s.guard(cmd).await? })).into_response())
 }
 
 /// A member registers an edge replica and answers with where it stands (and a snapshot).

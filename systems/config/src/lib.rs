@@ -21,6 +21,11 @@ use basalt_runtime::system::BenchFuture;
 use basalt_runtime::{System, SystemContext};
 use serde::{Deserialize, Serialize};
 
+/// Wall-clock milliseconds: the time a command carries (the model never reads a clock).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 /// `[systems.config]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -79,12 +84,9 @@ impl System for ConfigSystem {
                 service::Backend::Cluster { consensus, edges }
             }
         };
-        Ok(api::routes(Arc::new(service::ConfigService {
-            sm,
-            backend,
-            region: config.region,
-            node_id: identity.node_id,
-        })))
+        let svc = Arc::new(service::ConfigService { sm, backend, region: config.region, node_id: identity.node_id });
+        ctx.spawn("rollout-driver", svc.clone().rollout_driver(ctx.shutdown.clone()));
+        Ok(api::routes(svc))
     }
 
     fn bench(opts: &BenchOpts) -> Option<BenchFuture> {

@@ -10,7 +10,8 @@ use basalt_consensus::{Consensus, StateMachine};
 use basalt_runtime::ApiError;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Change, Command, ConfigError, Model};
+use crate::model::rollout::RolloutView;
+use crate::model::{Change, Command, ConfigError, GuardCommand, Model};
 
 pub const SYSTEM: &str = "config";
 
@@ -36,6 +37,15 @@ impl From<ErrorReply> for ApiError {
 
 pub fn api_err(e: ConfigError) -> ApiError {
     ErrorReply::from(&e).into()
+}
+
+/// A config entry in the log: a change, or a rollout decision. Untagged, so a log written
+/// before rollouts existed reads the same.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Envelope {
+    Config(Command),
+    Guard(GuardCommand),
 }
 
 /// The replicated state machine: the model behind a lock that is never held across an await.
@@ -76,12 +86,17 @@ impl StateMachine for ConfigSm {
     fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
         let mut model = self.model.write().unwrap_or_else(|e| e.into_inner());
         self.last_index.store(index, std::sync::atomic::Ordering::Release);
-        let reply: Result<Change, ErrorReply> = match serde_json::from_slice::<Command>(command) {
-            Ok(cmd) => model.apply(cmd).map_err(|e| ErrorReply::from(&e)),
-            Err(e) => Err(ErrorReply { status: 400, code: "bad_command".into(), message: e.to_string() }),
+        let reply = match serde_json::from_slice::<Envelope>(command) {
+            Ok(Envelope::Config(cmd)) => serde_json::to_vec(&model.apply(cmd).map_err(|e| ErrorReply::from(&e))),
+            Ok(Envelope::Guard(cmd)) => serde_json::to_vec(&model.guard(cmd).map_err(|e| ErrorReply::from(&e))),
+            Err(e) => serde_json::to_vec(&Err::<(), _>(ErrorReply {
+                status: 400,
+                code: "bad_command".into(),
+                message: e.to_string(),
+            })),
         };
         drop(model);
-        serde_json::to_vec(&reply).unwrap_or_default()
+        reply.unwrap_or_default()
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -138,6 +153,16 @@ impl ConfigService {
     /// Validate locally (to reject early), then propose; the state machine validates again at
     /// apply, which is what decides.
     pub async fn write(&self, cmd: Command) -> Result<Change, ApiError> {
+        self.sm.read(|m| m.validate(&cmd)).map_err(api_err)?;
+        self.propose(&Envelope::Config(cmd)).await
+    }
+
+    /// A rollout decision or a health report (validated when applied).
+    pub async fn guard(&self, cmd: GuardCommand) -> Result<Vec<RolloutView>, ApiError> {
+        self.propose(&Envelope::Guard(cmd)).await
+    }
+
+    async fn propose<T: serde::de::DeserializeOwned>(&self, entry: &Envelope) -> Result<T, ApiError> {
         let consensus = match &self.backend {
             Backend::Cluster { consensus, .. } => consensus,
             Backend::Edge(e) => {
@@ -148,10 +173,9 @@ impl ConfigService {
                 ));
             }
         };
-        self.sm.read(|m| m.validate(&cmd)).map_err(api_err)?;
-        let bytes = serde_json::to_vec(&cmd).map_err(|e| ApiError::internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(entry).map_err(|e| ApiError::internal(e.to_string()))?;
         let reply = consensus.propose(SYSTEM, bytes).await?;
-        let r: Result<Change, ErrorReply> = serde_json::from_slice(&reply)
+        let r: Result<T, ErrorReply> = serde_json::from_slice(&reply)
             .map_err(|e| ApiError::internal(format!("bad reply from the state machine: {e}")))?;
         r.map_err(ApiError::from)
     }
@@ -270,7 +294,7 @@ impl ConfigService {
         };
         loop {
             applied.borrow_and_update();
-            let changes = self.sm.read(|m| m.history(ns, since, limit)).map_err(api_err)?;
+            let changes = self.sm.read(|m| m.history_for(ns, since, limit, &self.region)).map_err(api_err)?;
             if !changes.is_empty() {
                 return Ok(changes);
             }
@@ -278,6 +302,37 @@ impl ConfigService {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(ApiError::unavailable("shutting_down", "the node is stopping")),
                 Err(_) => return Ok(Vec::new()),
+            }
+        }
+    }
+}
+
+impl ConfigService {
+    /// On the leader, promote every rollout whose bake time has passed with evidence. (Rolling
+    /// back needs no driver: the health report that breaches the limit does it as it is applied.)
+    pub async fn rollout_driver(self: Arc<Self>, stop: basalt_runtime::node::CancellationToken) {
+        let Backend::Cluster { consensus, .. } = &self.backend else { return };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            if !consensus.status().is_ok_and(|s| s.state == "leader") {
+                continue;
+            }
+            let now = crate::now_ms();
+            for (namespace, version) in self.sm.read(|m| m.due_rollouts(now)) {
+                let cmd = GuardCommand::Promote {
+                    namespace: namespace.clone(),
+                    version: Some(version),
+                    force: false,
+                    author: "basalt-guard".into(),
+                    at_ms: now,
+                };
+                match self.guard(cmd).await {
+                    Ok(_) => tracing::info!(%namespace, version, "config rollout promoted"),
+                    Err(e) => tracing::debug!(%namespace, version, error = %e.message, "config rollout not promoted"),
+                }
             }
         }
     }

@@ -27,6 +27,9 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod rollout;
+pub use rollout::{Guard, GuardCommand, HealthTally, Rollout, RolloutState, RolloutView};
+
 pub const VALUE_BYTES_MAX: usize = 256 * 1024;
 pub const SCHEMA_BYTES_MAX: usize = 64 * 1024;
 pub const HISTORY_MAX: usize = 10_000;
@@ -124,6 +127,17 @@ pub enum Command {
         message: String,
         at_ms: u64,
     },
+    /// A batch that goes to the canary regions first: the other regions keep serving the version
+    /// before it until it is promoted (or it is rolled back everywhere). See [`rollout`].
+    StartRollout {
+        namespace: String,
+        ops: Vec<BatchOp>,
+        guard: Guard,
+        expected_version: Option<u64>,
+        author: String,
+        message: String,
+        at_ms: u64,
+    },
 }
 
 /// One JSON-Patch-like operation (RFC 6902 shape, RFC 6901 paths).
@@ -150,8 +164,12 @@ pub enum ChangeKind {
     Put,
     Delete,
     Batch,
-    Rollback { to_version: u64 },
+    Rollback {
+        to_version: u64,
+    },
     Schema,
+    /// A batch started as a guarded rollout.
+    Rollout,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +183,10 @@ pub struct Change {
     pub keys: Vec<KeyChange>,
     /// The namespace's content hash after this change.
     pub content_hash: String,
+    /// For a change started as a guarded rollout: the rollout and, once made, its decision
+    /// (the one part of a change that is updated after it is made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +236,19 @@ pub enum ConfigError {
     BatchTooLarge { len: usize, max: usize },
     #[error("key `{0}` appears twice in the batch")]
     DuplicateKeyInBatch(String),
+    #[error(
+        "namespace `{namespace}` has a guarded rollout of version {version} baking in [{canary_regions}]; \
+         wait for its decision, or promote or abort it"
+    )]
+    RolloutInProgress { namespace: String, version: u64, canary_regions: String },
+    #[error("invalid rollout: {0}")]
+    InvalidRollout(String),
+    #[error("namespace `{namespace}` has no rollout baking{detail}")]
+    NoRollout { namespace: String, detail: String },
+    #[error("the rollout of `{namespace}` version {version} cannot be promoted yet: {why}")]
+    RolloutNotReady { namespace: String, version: u64, why: String },
+    #[error("invalid health report: {0}")]
+    InvalidHealthReport(String),
 }
 
 impl ConfigError {
@@ -236,6 +271,11 @@ impl ConfigError {
             Self::EmptyBatch => "empty_batch",
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::DuplicateKeyInBatch(_) => "duplicate_key_in_batch",
+            Self::RolloutInProgress { .. } => "rollout_in_progress",
+            Self::InvalidRollout(_) => "invalid_rollout",
+            Self::NoRollout { .. } => "no_rollout",
+            Self::RolloutNotReady { .. } => "rollout_not_ready",
+            Self::InvalidHealthReport(_) => "invalid_health_report",
         }
     }
 
@@ -246,9 +286,16 @@ impl ConfigError {
             | Self::InvalidFormat(_)
             | Self::InvalidSchema(_)
             | Self::EmptyBatch
-            | Self::DuplicateKeyInBatch(_) => 400,
+            | Self::DuplicateKeyInBatch(_)
+            | Self::InvalidRollout(_)
+            | Self::InvalidHealthReport(_) => 400,
             Self::UnknownNamespace(_) | Self::UnknownKey { .. } | Self::UnknownVersion { .. } => 404,
-            Self::NamespaceExists(_) | Self::VersionMismatch { .. } | Self::NothingToRollBack { .. } => 409,
+            Self::NamespaceExists(_)
+            | Self::VersionMismatch { .. }
+            | Self::NothingToRollBack { .. }
+            | Self::RolloutInProgress { .. }
+            | Self::NoRollout { .. }
+            | Self::RolloutNotReady { .. } => 409,
             Self::VersionCompacted { .. } => 410,
             Self::ValueTooLarge { .. } | Self::BatchTooLarge { .. } => 413,
             Self::InvalidValue { .. } | Self::SchemaViolation { .. } => 422,
@@ -273,6 +320,9 @@ struct Namespace {
     base_keys: BTreeMap<String, StoredValue>,
     /// `content_hash(&keys)`, kept up to date on every write.
     hash: u64,
+    /// The namespace's guarded rollout: baking (`Canary`), or the last one decided.
+    #[serde(default)]
+    rollout: Option<Rollout>,
     #[serde(skip)]
     compiled: OnceLock<Option<Arc<Compiled>>>,
 }
@@ -483,10 +533,26 @@ struct Plan {
     writes: BTreeMap<String, Option<StoredValue>>,
     /// Schema change: Some(new schema text or None).
     schema: Option<Option<String>>,
-    create: bool,
+    /// A guarded rollout this change starts (its version goes to the canary regions first).
+    rollout: Option<Rollout>,
     author: String,
     message: String,
     at_ms: u64,
+}
+
+impl Plan {
+    fn new(namespace: &str, kind: ChangeKind, author: &str, message: &str, at_ms: u64) -> Self {
+        Self {
+            namespace: namespace.into(),
+            kind,
+            writes: BTreeMap::new(),
+            schema: None,
+            rollout: None,
+            author: author.into(),
+            message: message.into(),
+            at_ms,
+        }
+    }
 }
 
 impl Model {
@@ -499,6 +565,19 @@ impl Model {
         self.namespaces.get(name).ok_or_else(|| ConfigError::UnknownNamespace(name.into()))
     }
 
+    /// A namespace that may take a change now: none while a guarded rollout is baking.
+    fn ns_writable(&self, name: &str) -> Result<&Namespace, ConfigError> {
+        let ns = self.ns(name)?;
+        match &ns.rollout {
+            Some(r) if r.state == RolloutState::Canary => Err(ConfigError::RolloutInProgress {
+                namespace: name.into(),
+                version: r.version,
+                canary_regions: r.guard.canary_regions.join(", "),
+            }),
+            _ => Ok(ns),
+        }
+    }
+
     fn check_expected(ns: &Namespace, expected: Option<u64>) -> Result<(), ConfigError> {
         match expected {
             Some(e) if e != ns.version => {
@@ -509,7 +588,6 @@ impl Model {
     }
 
     fn stored(
-        ns: &Namespace,
         key: &str,
         format: Format,
         text: &str,
@@ -521,8 +599,68 @@ impl Model {
         if let Some(c) = schema {
             check_schema(c, key, &json)?;
         }
-        let _ = ns;
         Ok(StoredValue { format, text: text.to_string(), json, version })
+    }
+
+    /// The writes of a batch of puts and deletes, validated.
+    fn batch_writes(
+        ns: &Namespace,
+        name: &str,
+        ops: &[BatchOp],
+    ) -> Result<BTreeMap<String, Option<StoredValue>>, ConfigError> {
+        if ops.is_empty() {
+            return Err(ConfigError::EmptyBatch);
+        }
+        if ops.len() > BATCH_OPS_MAX {
+            return Err(ConfigError::BatchTooLarge { len: ops.len(), max: BATCH_OPS_MAX });
+        }
+        let schema = ns.validator()?;
+        let mut writes = BTreeMap::new();
+        for op in ops {
+            let (key, value) = match op {
+                BatchOp::Put { key, format, text } => {
+                    (key, Some(Self::stored(key, *format, text, ns.version + 1, schema.as_deref())?))
+                }
+                BatchOp::Delete { key } => {
+                    check_key(key)?;
+                    if !ns.keys.contains_key(key) {
+                        return Err(ConfigError::UnknownKey { namespace: name.into(), key: key.clone() });
+                    }
+                    (key, None)
+                }
+            };
+            if writes.insert(key.clone(), value).is_some() {
+                return Err(ConfigError::DuplicateKeyInBatch(key.clone()));
+            }
+        }
+        Ok(writes)
+    }
+
+    /// The writes that bring a namespace back to its state at `to_version`.
+    fn rollback_writes(
+        ns: &Namespace,
+        name: &str,
+        to_version: u64,
+    ) -> Result<BTreeMap<String, Option<StoredValue>>, ConfigError> {
+        let target = ns.state_at(name, to_version)?;
+        let mut writes = BTreeMap::new();
+        for (k, v) in &ns.keys {
+            match target.get(k) {
+                None => {
+                    writes.insert(k.clone(), None);
+                }
+                Some(t) if t.json != v.json || t.format != v.format || t.text != v.text => {
+                    writes.insert(k.clone(), Some(StoredValue { version: ns.version + 1, ..t.clone() }));
+                }
+                Some(_) => {}
+            }
+        }
+        for (k, t) in &target {
+            if !ns.keys.contains_key(k) {
+                writes.insert(k.clone(), Some(StoredValue { version: ns.version + 1, ..t.clone() }));
+            }
+        }
+        Ok(writes)
     }
 
     /// Check everything a command needs, and work out what it will change.
@@ -537,18 +675,12 @@ impl Model {
                     compile_schema(s)?;
                 }
                 Ok(Plan {
-                    namespace: namespace.clone(),
-                    kind: ChangeKind::Create,
-                    writes: BTreeMap::new(),
                     schema: Some(schema.clone()),
-                    create: true,
-                    author: author.clone(),
-                    message: String::new(),
-                    at_ms: *at_ms,
+                    ..Plan::new(namespace, ChangeKind::Create, author, "", *at_ms)
                 })
             }
             Command::SetSchema { namespace, schema, expected_version, author, message, at_ms } => {
-                let ns = self.ns(namespace)?;
+                let ns = self.ns_writable(namespace)?;
                 Self::check_expected(ns, *expected_version)?;
                 if let Some(s) = schema {
                     let c = compile_schema(s)?;
@@ -557,14 +689,8 @@ impl Model {
                     }
                 }
                 Ok(Plan {
-                    namespace: namespace.clone(),
-                    kind: ChangeKind::Schema,
-                    writes: BTreeMap::new(),
                     schema: Some(schema.clone()),
-                    create: false,
-                    author: author.clone(),
-                    message: message.clone(),
-                    at_ms: *at_ms,
+                    ..Plan::new(namespace, ChangeKind::Schema, author, message, *at_ms)
                 })
             }
             Command::Put {
@@ -578,7 +704,7 @@ impl Model {
                 message,
                 at_ms,
             } => {
-                let ns = self.ns(namespace)?;
+                let ns = self.ns_writable(namespace)?;
                 check_key(key)?;
                 Self::check_expected(ns, *expected_version)?;
                 if let Some(e) = expected_key_version {
@@ -588,109 +714,51 @@ impl Model {
                     }
                 }
                 let schema = ns.validator()?;
-                let v = Self::stored(ns, key, *format, text, ns.version + 1, schema.as_deref())?;
+                let v = Self::stored(key, *format, text, ns.version + 1, schema.as_deref())?;
                 Ok(Plan {
-                    namespace: namespace.clone(),
-                    kind: ChangeKind::Put,
                     writes: [(key.clone(), Some(v))].into(),
-                    schema: None,
-                    create: false,
-                    author: author.clone(),
-                    message: message.clone(),
-                    at_ms: *at_ms,
+                    ..Plan::new(namespace, ChangeKind::Put, author, message, *at_ms)
                 })
             }
             Command::Delete { namespace, key, expected_version, author, message, at_ms } => {
-                let ns = self.ns(namespace)?;
+                let ns = self.ns_writable(namespace)?;
                 check_key(key)?;
                 Self::check_expected(ns, *expected_version)?;
                 if !ns.keys.contains_key(key) {
                     return Err(ConfigError::UnknownKey { namespace: namespace.clone(), key: key.clone() });
                 }
                 Ok(Plan {
-                    namespace: namespace.clone(),
-                    kind: ChangeKind::Delete,
                     writes: [(key.clone(), None)].into(),
-                    schema: None,
-                    create: false,
-                    author: author.clone(),
-                    message: message.clone(),
-                    at_ms: *at_ms,
+                    ..Plan::new(namespace, ChangeKind::Delete, author, message, *at_ms)
                 })
             }
             Command::Batch { namespace, ops, expected_version, author, message, at_ms } => {
-                let ns = self.ns(namespace)?;
+                let ns = self.ns_writable(namespace)?;
                 Self::check_expected(ns, *expected_version)?;
-                if ops.is_empty() {
-                    return Err(ConfigError::EmptyBatch);
-                }
-                if ops.len() > BATCH_OPS_MAX {
-                    return Err(ConfigError::BatchTooLarge { len: ops.len(), max: BATCH_OPS_MAX });
-                }
-                let schema = ns.validator()?;
-                let mut writes = BTreeMap::new();
-                for op in ops {
-                    let (key, value) = match op {
-                        BatchOp::Put { key, format, text } => {
-                            (key, Some(Self::stored(ns, key, *format, text, ns.version + 1, schema.as_deref())?))
-                        }
-                        BatchOp::Delete { key } => {
-                            check_key(key)?;
-                            if !ns.keys.contains_key(key) {
-                                return Err(ConfigError::UnknownKey { namespace: namespace.clone(), key: key.clone() });
-                            }
-                            (key, None)
-                        }
-                    };
-                    if writes.insert(key.clone(), value).is_some() {
-                        return Err(ConfigError::DuplicateKeyInBatch(key.clone()));
-                    }
-                }
+                let writes = Self::batch_writes(ns, namespace, ops)?;
+                Ok(Plan { writes, ..Plan::new(namespace, ChangeKind::Batch, author, message, *at_ms) })
+            }
+            Command::StartRollout { namespace, ops, guard, expected_version, author, message, at_ms } => {
+                let ns = self.ns_writable(namespace)?;
+                Self::check_expected(ns, *expected_version)?;
+                guard.check()?;
+                let writes = Self::batch_writes(ns, namespace, ops)?;
+                let rollout = Rollout::start(ns.version + 1, guard.clone(), *at_ms);
                 Ok(Plan {
-                    namespace: namespace.clone(),
-                    kind: ChangeKind::Batch,
                     writes,
-                    schema: None,
-                    create: false,
-                    author: author.clone(),
-                    message: message.clone(),
-                    at_ms: *at_ms,
+                    rollout: Some(rollout),
+                    ..Plan::new(namespace, ChangeKind::Rollout, author, message, *at_ms)
                 })
             }
             Command::Rollback { namespace, to_version, expected_version, author, message, at_ms } => {
-                let ns = self.ns(namespace)?;
+                let ns = self.ns_writable(namespace)?;
                 Self::check_expected(ns, *expected_version)?;
-                let target = ns.state_at(namespace, *to_version)?;
-                let mut writes = BTreeMap::new();
-                for (k, v) in &ns.keys {
-                    match target.get(k) {
-                        None => {
-                            writes.insert(k.clone(), None);
-                        }
-                        Some(t) if t.json != v.json || t.format != v.format || t.text != v.text => {
-                            writes.insert(k.clone(), Some(StoredValue { version: ns.version + 1, ..t.clone() }));
-                        }
-                        Some(_) => {}
-                    }
-                }
-                for (k, t) in &target {
-                    if !ns.keys.contains_key(k) {
-                        writes.insert(k.clone(), Some(StoredValue { version: ns.version + 1, ..t.clone() }));
-                    }
-                }
+                let writes = Self::rollback_writes(ns, namespace, *to_version)?;
                 if writes.is_empty() {
                     return Err(ConfigError::NothingToRollBack { namespace: namespace.clone(), version: *to_version });
                 }
-                Ok(Plan {
-                    namespace: namespace.clone(),
-                    kind: ChangeKind::Rollback { to_version: *to_version },
-                    writes,
-                    schema: None,
-                    create: false,
-                    author: author.clone(),
-                    message: message.clone(),
-                    at_ms: *at_ms,
-                })
+                let kind = ChangeKind::Rollback { to_version: *to_version };
+                Ok(Plan { writes, ..Plan::new(namespace, kind, author, message, *at_ms) })
             }
         }
     }
@@ -703,14 +771,13 @@ impl Model {
     /// Apply a command: all of it, or (on error) nothing.
     pub fn apply(&mut self, cmd: Command) -> Result<Change, ConfigError> {
         let plan = self.plan(&cmd)?;
+        Ok(self.commit(plan))
+    }
+
+    /// Make a validated plan the namespace's next version.
+    fn commit(&mut self, plan: Plan) -> Change {
         let history_max = self.history_max;
-        let ns = if plan.create {
-            self.namespaces.entry(plan.namespace.clone()).or_default()
-        } else {
-            self.namespaces
-                .get_mut(&plan.namespace)
-                .ok_or_else(|| ConfigError::UnknownNamespace(plan.namespace.clone()))?
-        };
+        let ns = self.namespaces.entry(plan.namespace.clone()).or_default();
         ns.version += 1;
         if let Some(schema) = plan.schema {
             ns.schema = schema;
@@ -731,6 +798,9 @@ impl Model {
             keys.push(key_change(&k, before, after));
         }
         debug_assert_eq!(ns.hash, content_hash(&ns.keys));
+        if plan.rollout.is_some() {
+            ns.rollout = plan.rollout.clone();
+        }
         let change = Change {
             namespace: plan.namespace,
             version: ns.version,
@@ -740,6 +810,7 @@ impl Model {
             kind: plan.kind,
             keys,
             content_hash: hex(ns.hash),
+            rollout: plan.rollout,
         };
         ns.history.push_back(change.clone());
         while ns.history.len() > history_max {
@@ -752,7 +823,7 @@ impl Model {
             }
             ns.base_version = old.version;
         }
-        Ok(change)
+        change
     }
 
     pub fn namespaces(&self) -> Vec<NamespaceInfo> {
