@@ -13,6 +13,8 @@ pub struct Cluster {
     pub nodes: Vec<Option<NodeProcess>>,
     /// Each node's spec, kept so a killed node restarts on the same data and ports.
     specs: Vec<NodeSpec>,
+    /// Extra arguments for node `id` (e.g. its region).
+    node_args: fn(usize) -> Vec<String>,
 }
 
 /// A listening port for a node. Ports come from below Linux's ephemeral range (32768+), so no
@@ -33,8 +35,13 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Start `n` nodes: node 1 bootstraps, the others join it; wait until all are voters.
     pub async fn start(exe: impl Into<std::path::PathBuf>, n: usize) -> Self {
+        Self::start_with(exe, n, |_| Vec::new()).await
+    }
+
+    /// Like [`Cluster::start`], giving node `id` the extra arguments `node_args(id)`.
+    pub async fn start_with(exe: impl Into<std::path::PathBuf>, n: usize, node_args: fn(usize) -> Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Cluster { exe: exe.into(), dir, nodes: Vec::new(), specs: Vec::new() };
+        let mut c = Cluster { exe: exe.into(), dir, nodes: Vec::new(), specs: Vec::new(), node_args };
         for _ in 0..n {
             c.add_node().await;
         }
@@ -61,6 +68,9 @@ impl Cluster {
             .arg("engines.consensus.election_timeout_min_ms=300")
             .arg("--set")
             .arg("engines.consensus.election_timeout_max_ms=600");
+        for a in (self.node_args)(id) {
+            spec = spec.arg(a);
+        }
         if let Some(seed) = self.nodes.iter().flatten().next() {
             spec = spec.arg("--join").arg(seed.http_addr.clone());
         }

@@ -54,8 +54,7 @@ impl System for ConfigSystem {
 
     fn check(config: &ConfigSettings) -> anyhow::Result<()> {
         anyhow::ensure!(
-            (1..=64).contains(&config.region.len())
-                && config.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            model::rollout::valid_region(&config.region),
             "systems.config.region must be 1-64 characters of [A-Za-z0-9_-]"
         );
         Ok(())
