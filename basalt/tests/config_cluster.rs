@@ -290,3 +290,87 @@ async fn edge_replica_follows_resyncs_and_repairs_gaps() {
     }
     assert_eq!(read_all(&edge.url(), "e", "stale").await.unwrap().2.len(), 18);
 }
+
+/// A replica whose content goes wrong without a version change (fault injection: a key
+/// overwritten in one replica only) shows as `divergent` in the regions view and is repaired by
+/// itself — a follower while writes go on, then the leader (outvoted by the others), then an
+/// edge replica — and nothing acknowledged is lost.
+#[tokio::test]
+async fn a_divergent_replica_is_found_and_repaired_by_itself() {
+    let c = Cluster::start(EXE, 3).await;
+    let leader = c.leader().await;
+    let lurl = c.url(leader);
+    create_ns(&lurl, "d").await;
+    let mut acked = BTreeMap::new();
+    for i in 0..5u64 {
+        assert!(put(&lurl, "d", &format!("k{i}"), i).await.is_some());
+        acked.insert(format!("k{i}"), i);
+    }
+    let corrupt = |url: String, pause_ms: u64| async move {
+        let body = serde_json::json!({"namespace": "d", "key": "k1", "value": {"n": 666}, "pause_repair_ms": pause_ms});
+        let (s, b) = send(client().post(format!("{url}/v1/config/local/corrupt")).json(&body)).await;
+        assert_eq!(s, 200, "{b}");
+    };
+    let repairs =
+        |url: String| async move { send(client().get(format!("{url}/v1/config/local"))).await.1["repairs"].as_u64() };
+    let state_of = |v: &serde_json::Value, id: u64| {
+        v["replicas"].as_array().unwrap().iter().find(|r| r["node_id"] == id).unwrap()["state"].clone()
+    };
+
+    // A follower goes wrong; the regions view says so while its repairs are held back.
+    let f = (1..=3).find(|id| *id != leader).unwrap();
+    corrupt(c.url(f), 5_000).await;
+    let (_, regions) = send(client().get(format!("{lurl}/v1/config/regions"))).await;
+    assert_eq!(state_of(&regions, f as u64), "divergent", "{regions}");
+    assert_eq!(state_of(&regions, leader as u64), "in_sync", "{regions}");
+    // Writes go on while it repairs itself.
+    let mut i = 5;
+    let furl = c.url(f);
+    while repairs(furl.clone()).await != Some(1) {
+        if put(&lurl, "d", &format!("w{}", i % 4), i).await.is_some() {
+            acked.insert(format!("w{}", i % 4), i);
+        }
+        i += 1;
+        assert!(i < 5_000, "the follower was not repaired");
+    }
+    assert_converged(&c, "d", &acked).await;
+
+    // The leader goes wrong: the two others outvote it.
+    corrupt(lurl.clone(), 0).await;
+    c.wait_for("the leader to repair itself", || {
+        let u = lurl.clone();
+        async move { repairs(u).await == Some(1) }
+    })
+    .await;
+    assert_converged(&c, "d", &acked).await;
+
+    // An edge replica goes wrong: the member it follows sets it right.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = basalt_runtime::process::NodeSpec::new(EXE, dir.path().join("edge"))
+        .arg("--node-id")
+        .arg("9")
+        .arg("--set")
+        .arg("engines.consensus.enabled=false")
+        .arg("--set")
+        .arg("fault_injection=true")
+        .arg("--set")
+        .arg(format!("systems.config.edge_of=\"{}\"", lurl.trim_start_matches("http://")));
+    let edge = basalt_runtime::process::NodeProcess::start(spec, START_TIMEOUT).await.unwrap();
+    let eurl = edge.url();
+    let (lv, lh, _) = read_all(&lurl, "d", "stale").await.unwrap();
+    c.wait_for("the edge to sync", || {
+        let (u, lh) = (eurl.clone(), lh.clone());
+        async move { read_all(&u, "d", "stale").await.is_some_and(|(v, h, _)| v == lv && h == lh) }
+    })
+    .await;
+    corrupt(eurl.clone(), 0).await;
+    c.wait_for("the edge to repair itself", || {
+        let (u, lh) = (eurl.clone(), lh.clone());
+        async move {
+            repairs(u.clone()).await == Some(1) && read_all(&u, "d", "stale").await.is_some_and(|(_, h, _)| h == lh)
+        }
+    })
+    .await;
+    let (_, _, keys) = read_all(&eurl, "d", "stale").await.unwrap();
+    assert_eq!(keys.get("k1"), Some(&1));
+}

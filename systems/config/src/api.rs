@@ -23,6 +23,9 @@
 //! - `POST /v1/config/health`                         a region's errors and requests since its last report
 //! - `GET  /v1/config/local`                          this replica: region, applied index, versions, hashes
 //! - `GET  /v1/config/regions`                        every replica compared: in_sync, lagging, divergent, unreachable
+//! - `POST /v1/config/local/hashes`                   the content hashes this replica recorded for given versions
+//! - `GET  /v1/config/local/snapshot?min_index=`      this replica's state, once at or past that config index
+//! - `POST /v1/config/local/corrupt`                  fault injection only: make this replica's content wrong
 //!
 //! Every write takes the author from `X-Author` (or `?author=`) and a message from `?message=`
 //! (or `X-Change-Message`).
@@ -68,6 +71,9 @@ pub fn routes(svc: Arc<ConfigService>) -> Router {
         .route("/ns/{ns}/rollout/abort", post(abort_rollout))
         .route("/health", post(report_health))
         .route("/local", get(|State(s): Svc| async move { axum::Json(s.local_view()) }))
+        .route("/local/hashes", post(local_hashes))
+        .route("/local/snapshot", get(local_snapshot))
+        .route("/local/corrupt", post(corrupt))
         .route("/edge/subscribe", post(edge_subscribe))
         .route(crate::edge::PUSH_PATH.trim_start_matches("/v1/config"), post(edge_push))
         .route("/regions", get(|State(s): Svc| async move { s.regions().await.map(axum::Json) }))
@@ -472,6 +478,51 @@ async fn report_health(State(s): Svc, Json(b): Json<HealthBody>) -> Result<Respo
         at_ms: now_ms(),
     };
     Ok(axum::Json(serde_json::json!({ "rollouts": s.guard(cmd).await? })).into_response())
+}
+
+async fn local_hashes(
+    State(s): Svc,
+    Json(ask): Json<crate::repair::HashesAsk>,
+) -> axum::Json<crate::repair::HashesReply> {
+    let hashes = s.sm.read(|m| ask.versions.iter().map(|(ns, v)| (ns.clone(), m.recorded_hash(ns, *v))).collect());
+    axum::Json(crate::repair::HashesReply { hashes })
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SnapshotParams {
+    min_index: Option<u64>,
+}
+
+async fn local_snapshot(State(s): Svc, Query(p): Query<SnapshotParams>) -> Result<Response, ApiError> {
+    let (index, snap) = s.snapshot_after(p.min_index.unwrap_or(0), Duration::from_secs(2)).await?;
+    let snapshot = Some(String::from_utf8_lossy(&snap).into_owned());
+    Ok(axum::Json(crate::edge::Subscribed { index, snapshot }).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CorruptBody {
+    namespace: String,
+    key: String,
+    value: serde_json::Value,
+    /// Hold this replica's repairs back for a while, so the divergence can be observed.
+    #[serde(default)]
+    pause_repair_ms: u64,
+}
+
+/// Fault injection: overwrite a key in this replica only (no version, no log entry).
+async fn corrupt(State(s): Svc, Json(b): Json<CorruptBody>) -> Result<Response, ApiError> {
+    if !s.fault_injection {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "fault_injection_disabled",
+            "this node was not started with fault_injection = true",
+        ));
+    }
+    s.repairs.pause(Duration::from_millis(b.pause_repair_ms));
+    s.sm.corrupt(&b.namespace, &b.key, b.value).map_err(crate::service::api_err)?;
+    Ok(axum::Json(s.local_view()).into_response())
 }
 
 /// A member registers an edge replica and answers with where it stands (and a snapshot).

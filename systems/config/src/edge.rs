@@ -200,15 +200,23 @@ impl Edge {
         let r = http.post(format!("http://{}/v1/config/edge/subscribe", self.target())).json(&body).send().await?;
         anyhow::ensure!(r.status().is_success(), "subscribe answered {}", r.status());
         let s: Subscribed = r.json().await?;
-        if let Some(snap) = s.snapshot
-            && s.index > self.sm.last_index()
-        {
-            let mut b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-            self.sm.restore_at(s.index, snap.as_bytes())?;
-            self.applied.send_replace(s.index);
-            self.drain(&mut b);
+        if let Some(snap) = s.snapshot {
+            self.install(s.index, snap.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// Replace this edge's state with a snapshot its member took at `index`, unless the edge
+    /// is already past it. Answers whether it was taken.
+    pub fn install(&self, index: u64, snapshot: &[u8]) -> anyhow::Result<bool> {
+        let mut b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if index < self.sm.last_index() {
+            return Ok(false);
+        }
+        self.sm.restore_at(index, snapshot)?;
+        self.applied.send_replace(index);
+        self.drain(&mut b);
+        Ok(true)
     }
 
     /// Subscribe (with a snapshot) until it works, then keep the subscription alive and

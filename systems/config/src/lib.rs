@@ -10,6 +10,7 @@ mod api;
 mod bench;
 mod edge;
 pub mod model;
+mod repair;
 mod service;
 
 use std::sync::Arc;
@@ -36,11 +37,14 @@ pub struct ConfigSettings {
     /// as a Raft member: changes are pushed here as the member applies them; writes are refused.
     /// Start such a node with `engines.consensus.enabled = false`.
     pub edge_of: Option<String>,
+    /// How often this replica audits its content against its peers and repairs itself when
+    /// they prove it divergent (0 turns the audit off).
+    pub audit_ms: u64,
 }
 
 impl Default for ConfigSettings {
     fn default() -> Self {
-        Self { region: "default".into(), edge_of: None }
+        Self { region: "default".into(), edge_of: None, audit_ms: 1000 }
     }
 }
 
@@ -83,8 +87,20 @@ impl System for ConfigSystem {
                 service::Backend::Cluster { consensus, edges }
             }
         };
-        let svc = Arc::new(service::ConfigService { sm, backend, region: config.region, node_id: identity.node_id });
+        let svc = Arc::new(service::ConfigService {
+            sm,
+            backend,
+            region: config.region,
+            node_id: identity.node_id,
+            repairs: repair::RepairLog::default(),
+            fault_injection: ctx.fault_injection,
+        });
         ctx.spawn("rollout-driver", svc.clone().rollout_driver(ctx.shutdown.clone()));
+        if config.audit_ms > 0 {
+            let audit =
+                repair::run(svc.clone(), std::time::Duration::from_millis(config.audit_ms), ctx.shutdown.clone());
+            ctx.spawn("repair", audit);
+        }
         Ok(api::routes(svc))
     }
 

@@ -54,6 +54,19 @@ pub struct ConfigSm {
     model: RwLock<Model>,
     /// The log index of the last config entry applied (written under the model's write lock).
     last_index: std::sync::atomic::AtomicU64,
+    /// A repair waiting for the log to reach its index: (index, the model at that index).
+    pending: std::sync::Mutex<Option<(u64, Model)>>,
+}
+
+/// What became of a snapshot offered to repair this replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// Taken at this replica's own index: it is the state now.
+    Now,
+    /// Taken ahead of this replica: it replaces the state when the log reaches that index.
+    Pending,
+    /// Taken behind this replica: useless; ask again.
+    Behind,
 }
 
 impl ConfigSm {
@@ -70,6 +83,28 @@ impl ConfigSm {
     pub fn snapshot_at(&self) -> (u64, Vec<u8>) {
         let guard = self.model.read().unwrap_or_else(|e| e.into_inner());
         (self.last_index(), guard.snapshot())
+    }
+
+    /// Repair a member's state with a snapshot another member took at config index `index`.
+    /// The state must stay a function of the log, so it is swapped in exactly at `index`.
+    pub fn install_at(&self, index: u64, bytes: &[u8]) -> anyhow::Result<Install> {
+        let restored = Model::restore(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut guard = self.model.write().unwrap_or_else(|e| e.into_inner());
+        let last = self.last_index();
+        Ok(if index == last {
+            *guard = restored;
+            Install::Now
+        } else if index > last {
+            *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some((index, restored));
+            Install::Pending
+        } else {
+            Install::Behind
+        })
+    }
+
+    /// Fault injection: see [`Model::corrupt`].
+    pub fn corrupt(&self, ns: &str, key: &str, value: serde_json::Value) -> Result<(), ConfigError> {
+        self.model.write().unwrap_or_else(|e| e.into_inner()).corrupt(ns, key, value)
     }
 
     /// Replace the state with a snapshot taken at `index` (an edge resyncing).
@@ -95,6 +130,14 @@ impl StateMachine for ConfigSm {
                 message: e.to_string(),
             })),
         };
+        // A repair taken at this index replaces what this replica computed for it.
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.take() {
+            Some((at, repaired)) if at == index => *model = repaired,
+            Some((at, repaired)) if at > index => *pending = Some((at, repaired)),
+            _ => {}
+        }
+        drop(pending);
         drop(model);
         reply.unwrap_or_default()
     }
@@ -131,6 +174,9 @@ pub struct ConfigService {
     pub backend: Backend,
     pub region: String,
     pub node_id: u64,
+    pub repairs: crate::repair::RepairLog,
+    /// `POST /v1/config/local/corrupt` works only on a node started with fault injection.
+    pub fault_injection: bool,
 }
 
 /// What one replica holds, as `GET /v1/config/local` reports it.
@@ -140,6 +186,11 @@ pub struct LocalView {
     pub region: String,
     pub applied_index: u64,
     pub namespaces: Vec<NamespaceVersion>,
+    /// Divergence repairs this replica made since it started, and the last one.
+    #[serde(default)]
+    pub repairs: u64,
+    #[serde(default)]
+    pub last_repair: Option<crate::repair::RepairRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +255,38 @@ impl ConfigService {
             region: self.region.clone(),
             applied_index: self.sm.last_index(),
             namespaces,
+            repairs: self.repairs.count(),
+            last_repair: self.repairs.last(),
+        }
+    }
+
+    /// This replica's snapshot once it has applied config index `min_index` (waiting up to
+    /// `wait`), so a replica repairing from it gets a state it can install.
+    pub async fn snapshot_after(&self, min_index: u64, wait: Duration) -> Result<(u64, Vec<u8>), ApiError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut applied = self.applied_watch();
+        loop {
+            applied.borrow_and_update();
+            let (index, snap) = self.sm.snapshot_at();
+            if index >= min_index {
+                return Ok((index, snap));
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(ApiError::unavailable(
+                        "behind",
+                        format!("this replica is at config index {index}, not yet {min_index}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        match &self.backend {
+            Backend::Cluster { consensus, .. } => consensus.applied(),
+            Backend::Edge(e) => e.applied.subscribe(),
         }
     }
 
@@ -288,10 +371,7 @@ impl ConfigService {
         wait: Duration,
     ) -> Result<Vec<Change>, ApiError> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut applied = match &self.backend {
-            Backend::Cluster { consensus, .. } => consensus.applied(),
-            Backend::Edge(e) => e.applied.subscribe(),
-        };
+        let mut applied = self.applied_watch();
         loop {
             applied.borrow_and_update();
             let changes = self.sm.read(|m| m.history_for(ns, since, limit, &self.region)).map_err(api_err)?;

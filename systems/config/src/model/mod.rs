@@ -27,7 +27,9 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod audit;
 pub mod rollout;
+pub use audit::Digest;
 pub use rollout::{Guard, GuardCommand, HealthTally, Rollout, RolloutState, RolloutView};
 
 pub const VALUE_BYTES_MAX: usize = 256 * 1024;
