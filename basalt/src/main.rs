@@ -128,9 +128,17 @@ struct ChaosArgs {
     clients: usize,
     #[arg(long, default_value_t = 3)]
     keys: usize,
-    /// Where a failing run writes its history.
+    /// Where a failing run writes its history (JSON) and timeline (HTML).
     #[arg(long, default_value = "./chaos-out")]
     out: PathBuf,
+    /// The faults to draw from: `all`, `partition`, or a list of kill, kill-leader, pause,
+    /// isolate, isolate-leader, halves, bridge, latency, clock, membership.
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// A setting for every node, as for `serve --set` (repeatable), e.g. a deliberate bug:
+    /// `--set systems.config.unsafe_local_reads=true`.
+    #[arg(long = "set")]
+    set: Vec<String>,
 }
 
 fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
@@ -139,7 +147,9 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
-    eprintln!("basalt chaos {} --seed {seed} --duration {:?}", a.suite, a.duration);
+    let nemeses = basalt_harness::nemesis::Kind::parse_list(&a.nemesis).map_err(|e| anyhow::anyhow!(e))?;
+    let names: Vec<&str> = nemeses.iter().map(|k| k.name()).collect();
+    eprintln!("basalt chaos {} --seed {seed} --duration {:?} --nemesis {}", a.suite, a.duration, names.join(","));
     basalt_runtime::logging::init(basalt_runtime::config::LogFormat::Pretty, "warn");
     let opts = basalt_harness::suites::SuiteOpts {
         exe: std::env::current_exe()?,
@@ -149,6 +159,8 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
         clients: a.clients.max(1),
         keys: a.keys.max(1),
         out_dir: a.out,
+        nemeses,
+        node_args: a.set.iter().flat_map(|kv| ["--set".to_string(), kv.clone()]).collect(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(basalt_harness::suites::config(&opts))?;

@@ -1,31 +1,62 @@
-//! A short seeded run of the `config` chaos suite: kill -9, pause and partition while clients
-//! read and write; the recorded history must be linearizable.
+//! The fault harness on S03 through real processes: a short seeded sweep that must stay
+//! linearizable under every nemesis, and a deliberately injected bug that the harness must
+//! catch (with its history and timeline written).
 
 mod common;
 
 use std::time::Duration;
 
-#[tokio::test]
-async fn config_registers_stay_linearizable_under_faults() {
-    let out = tempfile::tempdir().unwrap();
-    let opts = basalt_harness::suites::SuiteOpts {
+use basalt_harness::nemesis::Kind;
+use basalt_harness::suites::{SuiteOpts, SuiteReport};
+use basalt_lincheck::Verdict;
+
+fn opts(seed: u64, secs: u64, nemesis: &str, out: &std::path::Path) -> SuiteOpts {
+    SuiteOpts {
         exe: common::EXE.into(),
         nodes: 3,
-        duration: Duration::from_secs(12),
-        seed: 20261124,
+        duration: Duration::from_secs(secs),
+        seed,
         clients: 4,
         keys: 3,
-        out_dir: out.path().to_path_buf(),
-    };
-    let r = basalt_harness::suites::config(&opts).await.unwrap();
-    assert!(r.faults.len() >= 2, "the nemesis should strike several times: {r:?}");
-    assert!(r.ok >= 50, "too few completed operations to mean anything: {r:?}");
-    assert_eq!(
-        r.verdict,
-        basalt_lincheck::Verdict::Ok,
-        "seed {}: {:?} (history: {:?})",
-        r.seed,
-        r.explanation,
-        r.history_file
-    );
+        out_dir: out.to_path_buf(),
+        nemeses: Kind::parse_list(nemesis).unwrap(),
+        node_args: Vec::new(),
+    }
+}
+
+fn summary(r: &SuiteReport) -> String {
+    let faults: Vec<String> = r.faults.iter().map(|f| f.fault.label()).collect();
+    format!("seed {} ops {} ok {} faults [{}]", r.seed, r.ops, r.ok, faults.join("; "))
+}
+
+/// Three seeds, each with a different mix of faults; every history must be linearizable.
+#[tokio::test]
+async fn config_registers_stay_linearizable_under_a_seeded_sweep() {
+    let out = tempfile::tempdir().unwrap();
+    for (seed, nemesis) in
+        [(20261124, "kill,kill-leader,pause"), (20261125, "partition"), (20261126, "latency,clock,membership,kill")]
+    {
+        let r = basalt_harness::suites::config(&opts(seed, 10, nemesis, out.path())).await.unwrap();
+        eprintln!("{nemesis}: {}", summary(&r));
+        assert!(r.faults.len() >= 2, "the nemesis should strike several times: {}", summary(&r));
+        assert!(r.ok >= 50, "too few completed operations to mean anything: {}", summary(&r));
+        assert_eq!(r.verdict, Verdict::Ok, "{}: {:?} (history: {:?})", summary(&r), r.explanation, r.history_file);
+    }
+}
+
+/// With linearizable reads answered locally (no read barrier) an isolated or lagging replica
+/// serves stale values: the checker must say so, and the run must leave its history and a
+/// timeline that points at the operation.
+#[tokio::test]
+async fn a_deliberate_stale_read_bug_is_caught() {
+    let out = tempfile::tempdir().unwrap();
+    let mut o = opts(7, 8, "isolate,halves", out.path());
+    o.node_args = vec!["--set".into(), "systems.config.unsafe_local_reads=true".into()];
+    let r = basalt_harness::suites::config(&o).await.unwrap();
+    assert_eq!(r.verdict, Verdict::Illegal, "the bug went unnoticed: {}", summary(&r));
+    assert!(r.explanation.as_deref().is_some_and(|e| e.contains("could not place")), "{:?}", r.explanation);
+    let history = std::fs::read_to_string(r.history_file.as_ref().expect("history written")).unwrap();
+    assert!(history.contains("\"history\""));
+    let page = std::fs::read_to_string(r.timeline_file.as_ref().expect("timeline written")).unwrap();
+    assert!(page.contains("could not be linearized") && page.contains("<svg"), "the timeline marks the operation");
 }

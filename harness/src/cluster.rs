@@ -7,6 +7,8 @@ use basalt_runtime::process::{NodeProcess, NodeSpec};
 
 use crate::{START_TIMEOUT, client, send};
 
+pub type NodeArgs = std::sync::Arc<dyn Fn(usize) -> Vec<String> + Send + Sync>;
+
 pub struct Cluster {
     exe: std::path::PathBuf,
     pub dir: tempfile::TempDir,
@@ -14,7 +16,7 @@ pub struct Cluster {
     /// Each node's spec, kept so a killed node restarts on the same data and ports.
     specs: Vec<NodeSpec>,
     /// Extra arguments for node `id` (e.g. its region).
-    node_args: fn(usize) -> Vec<String>,
+    node_args: NodeArgs,
 }
 
 /// A listening port for a node. Ports come from below Linux's ephemeral range (32768+), so no
@@ -38,9 +40,19 @@ impl Cluster {
         Self::start_with(exe, n, |_| Vec::new()).await
     }
 
+    /// Like [`Cluster::start`], giving every node the same extra arguments.
+    pub async fn start_with_args(exe: impl Into<std::path::PathBuf>, n: usize, args: Vec<String>) -> Self {
+        Self::start_with(exe, n, move |_| args.clone()).await
+    }
+
     /// Like [`Cluster::start`], giving node `id` the extra arguments `node_args(id)`.
-    pub async fn start_with(exe: impl Into<std::path::PathBuf>, n: usize, node_args: fn(usize) -> Vec<String>) -> Self {
+    pub async fn start_with(
+        exe: impl Into<std::path::PathBuf>,
+        n: usize,
+        node_args: impl Fn(usize) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let node_args: NodeArgs = std::sync::Arc::new(node_args);
         let mut c = Cluster { exe: exe.into(), dir, nodes: Vec::new(), specs: Vec::new(), node_args };
         for _ in 0..n {
             c.add_node().await;
@@ -161,21 +173,76 @@ impl Cluster {
 
     /// Cut `id` off from every other node, both directions (through the fault hook).
     pub async fn isolate(&self, id: usize) {
+        let links: Vec<(usize, usize)> = (1..=self.nodes.len()).filter(|p| *p != id).map(|p| (id, p)).collect();
+        self.cut(&links).await;
+    }
+
+    /// Cut exactly these links, both directions, and heal every other (through the fault hook
+    /// of each live node).
+    pub async fn cut(&self, links: &[(usize, usize)]) {
+        self.set_peer_rules(|me, peer| {
+            links
+                .iter()
+                .any(|&(a, b)| (a, b) == (me, peer) || (b, a) == (me, peer))
+                .then(|| serde_json::json!({"drop_out": true, "drop_in": true}))
+        })
+        .await;
+    }
+
+    /// Delay everything node `id` sends to its peers by `ms`.
+    pub async fn slow(&self, id: usize, ms: u64) {
+        self.set_peer_rules(|me, _| (me == id).then(|| serde_json::json!({"delay_ms": ms}))).await;
+    }
+
+    async fn set_peer_rules(&self, rule: impl Fn(usize, usize) -> Option<serde_json::Value>) {
         let n = self.nodes.len();
-        for other in self.live() {
-            let peers: serde_json::Map<String, serde_json::Value> = if other == id {
-                (1..=n)
-                    .filter(|p| *p != id)
-                    .map(|p| (p.to_string(), serde_json::json!({"drop_out": true, "drop_in": true})))
-                    .collect()
-            } else {
-                [(id.to_string(), serde_json::json!({"drop_out": true, "drop_in": true}))].into_iter().collect()
-            };
+        for me in self.live() {
+            let peers: serde_json::Map<String, serde_json::Value> =
+                (1..=n).filter(|p| *p != me).filter_map(|p| rule(me, p).map(|r| (p.to_string(), r))).collect();
             let (s, b) = send(
-                client().put(format!("{}/v1/node/faults", self.url(other))).json(&serde_json::json!({"peers": peers})),
+                client().put(format!("{}/v1/node/faults", self.url(me))).json(&serde_json::json!({"peers": peers})),
             )
             .await;
             assert_eq!(s, 200, "{b}");
+        }
+    }
+
+    /// Set node `id`'s clock offset (the injectable clock), in ms from the real time.
+    pub async fn skew_clock(&self, id: usize, offset_ms: i64) {
+        let (s, b) = send(
+            client().put(format!("{}/v1/node/clock", self.url(id))).json(&serde_json::json!({"offset_ms": offset_ms})),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
+    /// Remove node `id` from the Raft membership (it keeps running, outside the group).
+    /// Answers whether the cluster accepted it.
+    pub async fn remove_member(&self, id: usize) -> bool {
+        let leader = self.leader().await;
+        let (s, _) = send(client().delete(format!("{}/v1/cluster/members/{id}", self.url(leader)))).await;
+        s == 200
+    }
+
+    /// Add node `id` back as a voter with its own data, retrying (up to 60 s) through leader
+    /// changes until the membership has it.
+    pub async fn readd_member(&self, id: usize) {
+        let node = self.nodes[id - 1].as_ref().expect("node is running");
+        let body = serde_json::json!({"node_id": id, "http_addr": node.http_addr, "peer_addr": node.peer_addr,
+            "voter": true});
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let leader = self.leader().await;
+            let (s, _) = send(client().post(format!("{}/v1/cluster/members", self.url(leader))).json(&body)).await;
+            let st = self.status(leader).await;
+            let voter = st["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|x| x["node_id"] == id as u64 && x["voter"] == true));
+            if s == 200 && voter {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {id} could not rejoin: {st}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod nemesis;
 pub mod suites;
+pub mod timeline;
 
 use std::time::Duration;
 

@@ -14,7 +14,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::cluster::Cluster;
-use crate::nemesis::{Fault, Nemesis};
+use crate::nemesis::{Fault, Kind, Nemesis};
+use crate::timeline::{self, Band};
 use crate::{client, send};
 
 #[derive(Debug, Clone)]
@@ -25,8 +26,21 @@ pub struct SuiteOpts {
     pub seed: u64,
     pub clients: usize,
     pub keys: usize,
-    /// Where a failing run writes its history.
+    /// Where a failing run writes its history and timeline.
     pub out_dir: PathBuf,
+    /// The kinds of fault the nemesis draws from.
+    pub nemeses: Vec<Kind>,
+    /// Extra arguments for every node (`--set key=value` pairs).
+    pub node_args: Vec<String>,
+}
+
+/// A fault and when it was in force (ns since the run started).
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultSpan {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    #[serde(flatten)]
+    pub fault: Fault,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,16 +51,17 @@ pub struct SuiteReport {
     pub ok: usize,
     pub info: usize,
     pub fail: usize,
-    pub faults: Vec<(u64, Fault)>,
+    pub faults: Vec<FaultSpan>,
     pub verdict: Verdict,
     pub explanation: Option<String>,
     pub history_file: Option<PathBuf>,
+    pub timeline_file: Option<PathBuf>,
 }
 
 type RegOp = Op<RegisterOp, RegisterRet>;
 
 pub async fn config(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
-    let mut c = Cluster::start(&opts.exe, opts.nodes).await;
+    let mut c = Cluster::start_with_args(&opts.exe, opts.nodes, opts.node_args.clone()).await;
     let leader = c.leader().await;
     let (s, b) = send(client().put(format!("{}/v1/config/ns/chaos", c.url(leader)))).await;
     anyhow::ensure!(s == 201, "creating the namespace: {s} {b}");
@@ -89,15 +104,16 @@ pub async fn config(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
             }
         }));
     }
-    let mut nemesis = Nemesis::new(opts.seed);
+    let mut nemesis = Nemesis::new(opts.seed, opts.nemeses.clone());
     let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
     let mut faults = Vec::new();
     while Instant::now() + Duration::from_secs(3) < deadline {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
+        let start_ns = start.elapsed().as_nanos() as u64;
         let f = nemesis.strike(&mut c).await;
-        faults.push((start.elapsed().as_nanos() as u64, f.clone()));
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
         nemesis.undo(&mut c, &f).await;
+        faults.push(FaultSpan { start_ns, end_ns: start.elapsed().as_nanos() as u64, fault: f });
     }
     for t in clients {
         let _ = t.await;
@@ -106,6 +122,7 @@ pub async fn config(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     let count = |p: fn(&Outcome<RegisterRet>) -> bool| ops.iter().filter(|o| p(&o.outcome)).count();
     let result = basalt_lincheck::check(&Register, &prune_unobserved_unknown_writes(&ops), Budget::default());
     let explanation = result.per_key.iter().find_map(|(k, r)| r.explanation.as_ref().map(|e| format!("key {k}: {e}")));
+    let stuck: Vec<(u64, u64)> = result.per_key.values().filter_map(|r| r.stuck).collect();
     let mut report = SuiteReport {
         suite: "config".into(),
         seed: opts.seed,
@@ -117,12 +134,23 @@ pub async fn config(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
         verdict: result.valid,
         explanation,
         history_file: None,
+        timeline_file: None,
     };
     if report.verdict != Verdict::Ok {
         std::fs::create_dir_all(&opts.out_dir)?;
         let path = opts.out_dir.join(format!("chaos-config-seed-{}.json", opts.seed));
         std::fs::write(&path, serde_json::to_vec_pretty(&serde_json::json!({ "report": &report, "history": ops }))?)?;
         report.history_file = Some(path);
+        let bands: Vec<Band> = report
+            .faults
+            .iter()
+            .map(|f| Band { start_ns: f.start_ns, end_ns: f.end_ns, label: f.fault.label() })
+            .collect();
+        let title = format!("basalt chaos config --seed {}: {:?}", opts.seed, report.verdict);
+        let page = timeline::render(&title, report.explanation.as_deref().unwrap_or(""), &ops, &bands, &stuck);
+        let path = opts.out_dir.join(format!("chaos-config-seed-{}.html", opts.seed));
+        std::fs::write(&path, page)?;
+        report.timeline_file = Some(path);
     }
     Ok(report)
 }

@@ -47,6 +47,9 @@ pub struct KeyResult {
     /// For `Illegal`: the longest linearizable prefix found and the operation that could not
     /// be placed after it.
     pub explanation: Option<String>,
+    /// For `Illegal`: the operation that could not be placed, as (client, invoke_ns).
+    #[serde(default)]
+    pub stuck: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,7 +174,7 @@ fn check_key<M: Model>(model: &M, ops: &[&ModelOp<M>], budget: Budget) -> KeyRes
     let mut entry = list.first();
     loop {
         if done == required {
-            return KeyResult { verdict: Verdict::Ok, ops: ops.len(), steps, explanation: None };
+            return KeyResult { verdict: Verdict::Ok, ops: ops.len(), steps, explanation: None, stuck: None };
         }
         steps += 1;
         if steps > budget.max_steps {
@@ -180,6 +183,7 @@ fn check_key<M: Model>(model: &M, ops: &[&ModelOp<M>], budget: Budget) -> KeyRes
                 ops: ops.len(),
                 steps,
                 explanation: Some(format!("search budget of {} steps exhausted", budget.max_steps)),
+                stuck: None,
             };
         }
         let backtrack = entry == NIL || !list.nodes[entry].is_call;
@@ -217,6 +221,7 @@ fn check_key<M: Model>(model: &M, ops: &[&ModelOp<M>], budget: Budget) -> KeyRes
                 ops: ops.len(),
                 steps,
                 explanation: Some(explain(&ops, &best)),
+                stuck: best.2.map(|i| (ops[i].client, ops[i].invoke_ns)),
             };
         };
         let op = list.nodes[call].op;

@@ -40,11 +40,14 @@ pub struct ConfigSettings {
     /// How often this replica audits its content against its peers and repairs itself when
     /// they prove it divergent (0 turns the audit off).
     pub audit_ms: u64,
+    /// A deliberate bug, for the fault harness to catch: answer linearizable reads from this
+    /// replica without a read barrier. Refused unless `fault_injection = true`.
+    pub unsafe_local_reads: bool,
 }
 
 impl Default for ConfigSettings {
     fn default() -> Self {
-        Self { region: "default".into(), edge_of: None, audit_ms: 1000 }
+        Self { region: "default".into(), edge_of: None, audit_ms: 1000, unsafe_local_reads: false }
     }
 }
 
@@ -66,6 +69,10 @@ impl System for ConfigSystem {
 
     fn start(ctx: &mut SystemContext<'_>, config: ConfigSettings) -> anyhow::Result<axum::Router> {
         let identity = ctx.identity.clone().context("the config system needs the node's identity")?;
+        anyhow::ensure!(
+            !config.unsafe_local_reads || ctx.fault_injection,
+            "systems.config.unsafe_local_reads is a deliberate bug for the fault harness; it needs fault_injection = true"
+        );
         let sm = Arc::new(service::ConfigSm::default());
         let backend = match config.edge_of {
             Some(edge_of) => {
@@ -94,6 +101,7 @@ impl System for ConfigSystem {
             node_id: identity.node_id,
             repairs: repair::RepairLog::default(),
             fault_injection: ctx.fault_injection,
+            unsafe_local_reads: config.unsafe_local_reads,
         });
         ctx.spawn("rollout-driver", svc.clone().rollout_driver(ctx.shutdown.clone()));
         if config.audit_ms > 0 {

@@ -177,6 +177,8 @@ pub struct ConfigService {
     pub repairs: crate::repair::RepairLog,
     /// `POST /v1/config/local/corrupt` works only on a node started with fault injection.
     pub fault_injection: bool,
+    /// The deliberate bug `systems.config.unsafe_local_reads` (only with fault injection).
+    pub unsafe_local_reads: bool,
 }
 
 /// What one replica holds, as `GET /v1/config/local` reports it.
@@ -237,7 +239,9 @@ impl ConfigService {
         f: impl FnOnce(&Model) -> Result<T, ConfigError>,
     ) -> Result<T, ApiError> {
         // An edge serves its own copy: that is what a region's replica is for.
-        if let (Consistency::Linearizable, Backend::Cluster { consensus, .. }) = (consistency, &self.backend) {
+        if let (Consistency::Linearizable, Backend::Cluster { consensus, .. }) = (consistency, &self.backend)
+            && !self.unsafe_local_reads
+        {
             consensus.read_barrier().await?;
         }
         self.sm.read(f).map_err(api_err)
