@@ -224,12 +224,11 @@ async fn gossip_loop(h: RingHandle, stop: basalt_runtime::node::CancellationToke
         // One round never waits for a slow peer before the next.
         tokio::spawn(async move {
             let timeout = Some(Duration::from_millis(1000));
-            if let Ok(theirs) =
-                t.call::<_, Vec<MemberInfo>>(peer.node_id, &peer.peer_addr, GOSSIP, &m.table(), timeout).await
+            let r = t.call::<_, Vec<MemberInfo>>(peer.node_id, &peer.peer_addr, GOSSIP, &m.table(), timeout).await;
+            if let Ok(theirs) = r
+                && m.merge(theirs)
             {
-                if m.merge(theirs) {
-                    tracing::info!("ring: membership changed");
-                }
+                tracing::info!("ring: membership changed");
             }
         });
     }
