@@ -135,20 +135,23 @@ pub fn run_dev(cmd: DevCommand) -> anyhow::Result<()> {
         for id in 1..=a.nodes {
             let http = format!("127.0.0.1:{}", a.base_port + id as u16);
             let peer = format!("127.0.0.1:{}", a.base_port + 100 + id as u16);
+            let resp = format!("127.0.0.1:{}", a.base_port + 200 + id as u16);
             let mut spec = NodeSpec::new(&exe, a.data_dir.join(format!("node-{id}")))
                 .arg("--node-id")
                 .arg(id.to_string())
                 .arg("--http-addr")
                 .arg(&http)
                 .arg("--peer-addr")
-                .arg(&peer);
+                .arg(&peer)
+                .arg("--resp-addr")
+                .arg(&resp);
             if id > 1 {
                 spec = spec.arg("--join").arg(format!("127.0.0.1:{}", a.base_port + 1));
             }
             spec.args.extend(a.args.iter().cloned());
             let node = NodeProcess::start(spec, Duration::from_secs(60)).await?;
             println!(
-                "node {id}: http://{http}  peer {peer}  data {}  log {}/node.log",
+                "node {id}: http://{http}  peer {peer}  redis {resp}  data {}  log {}/node.log",
                 node.data_dir().display(),
                 node.data_dir().display()
             );

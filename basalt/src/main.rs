@@ -15,12 +15,12 @@ use clap::{Args, Parser, Subcommand};
 
 /// The engines systems stand on.
 fn engines() -> Vec<Box<dyn basalt_runtime::engine::Engine>> {
-    vec![Box::new(basalt_consensus::ConsensusEngine::new())]
+    vec![Box::new(basalt_consensus::ConsensusEngine::new()), Box::new(basalt_ring_engine::RingEngine::new())]
 }
 
 /// Every system this node can run — adding a system is one line here.
 fn plugs() -> Vec<Plug> {
-    vec![plug::<basalt_ids::Ids>(), plug::<basalt_config::ConfigSystem>()]
+    vec![plug::<basalt_ids::Ids>(), plug::<basalt_config::ConfigSystem>(), plug::<basalt_kv::KvSystem>()]
 }
 
 #[derive(Parser)]
@@ -72,6 +72,9 @@ struct ServeArgs {
     /// The internal transport's listener [default: 127.0.0.1:7071].
     #[arg(long, value_name = "HOST:PORT")]
     peer_addr: Option<String>,
+    /// The Redis-protocol listener of the kv system [default: 127.0.0.1:6380]; port 0 picks one.
+    #[arg(long, value_name = "HOST:PORT")]
+    resp_addr: Option<String>,
     /// Join the cluster that the node at this HTTP address belongs to.
     #[arg(long, value_name = "HOST:PORT")]
     join: Option<String>,
@@ -210,6 +213,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ("http_addr", args.http_addr),
         ("peer_addr", args.peer_addr),
         ("join", args.join),
+        ("systems.kv.resp_addr", args.resp_addr),
         ("log_format", args.log_format),
         ("log_level", args.log_level),
     ];

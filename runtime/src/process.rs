@@ -62,6 +62,9 @@ impl NodeProcess {
         if !spec.args.iter().any(|a| a == "--peer-addr") {
             cmd.args(["--peer-addr", "127.0.0.1:0"]);
         }
+        if !spec.args.iter().any(|a| a == "--resp-addr" || a.starts_with("systems.kv.resp_addr")) {
+            cmd.args(["--resp-addr", "127.0.0.1:0"]);
+        }
         cmd.args(&spec.args)
             .envs(spec.env.iter().cloned())
             .env("NO_COLOR", "1")

@@ -56,6 +56,14 @@ pub struct Quorum {
 }
 
 impl Quorum {
+    /// On a ring of fewer than N members, N is the ring's size and R and W are capped at it:
+    /// a one-node ring keeps one copy and still answers. R + W > N stays true when it was.
+    /// (Members that are down still count: a failure never lowers a quorum.)
+    pub fn on_ring(self, members: usize) -> Quorum {
+        let n = self.n.min(members.max(1));
+        Quorum { n, r: self.r.min(n), w: self.w.min(n) }
+    }
+
     pub fn check(&self) -> Result<(), RingError> {
         if self.n == 0 || self.r == 0 || self.w == 0 || self.r > self.n || self.w > self.n {
             return Err(RingError::BadQuorum(format!(
@@ -131,6 +139,10 @@ impl Coordinator {
         Ok(())
     }
 
+    fn effective(&self, q: Quorum) -> Quorum {
+        q.on_ring(self.membership.ring().nodes().count())
+    }
+
     fn partition(&self, key: &[u8]) -> u32 {
         self.membership.ring().partition_of(hash64(key))
     }
@@ -170,6 +182,7 @@ impl Coordinator {
         q: Quorum,
     ) -> Result<Obj, RingError> {
         q.check()?;
+        let q = self.effective(q);
         let home = self.home(key, q.n);
         if home.contains(&self.membership.me) {
             return self.coordinate_put(key, ctx, value, q).await;
@@ -207,6 +220,7 @@ impl Coordinator {
     /// one), replicated to W. Answers the updater's reply.
     pub async fn update(self: &Arc<Self>, name: &str, key: &[u8], arg: &[u8], q: Quorum) -> Result<Vec<u8>, RingError> {
         q.check()?;
+        let q = self.effective(q);
         let home = self.home(key, q.n);
         if home.contains(&self.membership.me) {
             return self.coordinate_update(name, key, arg, q).await;
@@ -290,6 +304,7 @@ impl Coordinator {
     /// Read `key` from R of its first N live replicas, merged; repairs stale replicas.
     pub async fn get(self: &Arc<Self>, key: &[u8], q: Quorum) -> Result<Obj, RingError> {
         q.check()?;
+        let q = self.effective(q);
         let targets = self.targets(key, q.n);
         let me = self.membership.me;
         let mut pending: FuturesUnordered<_> = targets

@@ -47,6 +47,15 @@ pub fn decode(b: &[u8]) -> anyhow::Result<Obj> {
     Ok(postcard::from_bytes(b)?)
 }
 
+/// A causal context on the wire (what an HTTP client holds between a read and a write).
+pub fn encode_vv(vv: &basalt_ring::dvv::VersionVector) -> Vec<u8> {
+    postcard::to_allocvec(vv).unwrap_or_default()
+}
+
+pub fn decode_vv(b: &[u8]) -> anyhow::Result<basalt_ring::dvv::VersionVector> {
+    Ok(postcard::from_bytes(b)?)
+}
+
 impl Replica {
     /// Open the replica and rebuild the Merkle trees from what is stored.
     pub fn open(ns: Namespace, partition_bits: u32) -> anyhow::Result<Self> {

@@ -1,0 +1,673 @@
+//! Redis commands: parse the arguments (with Redis's own error replies), run them on the
+//! store, and answer a RESP frame.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use basalt_resp::{Frame, Proto, format_double};
+use basalt_ring_engine::RingError;
+use bytes::Bytes;
+
+use crate::model::{self, Cond, Data, Entry, Reply, Ttl, WriteOp};
+use crate::service::KvService;
+
+pub const REDIS_VERSION: &str = "7.0.15";
+
+/// Per-connection state.
+#[derive(Debug, Default)]
+pub struct Conn {
+    pub proto: Proto,
+    pub name: Option<Bytes>,
+    pub id: u64,
+    pub quit: bool,
+}
+
+fn syntax() -> Frame {
+    Frame::err("ERR syntax error")
+}
+
+fn arity(name: &str) -> Frame {
+    Frame::err(format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase()))
+}
+
+fn not_int() -> Frame {
+    Frame::err(model::NOT_INT)
+}
+
+fn ring_err(e: RingError) -> Frame {
+    match e {
+        RingError::Rejected(m) => Frame::err(m),
+        RingError::Unavailable { what, needed, got } => {
+            Frame::err(format!("CLUSTERDOWN {what}: needed {needed} replicas, {got} answered"))
+        }
+        other => Frame::err(format!("ERR {other}")),
+    }
+}
+
+fn int_arg(b: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(b).ok()?;
+    s.parse::<i64>().ok().filter(|_| !s.starts_with('+') && !s.is_empty())
+}
+
+fn upper(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_uppercase()
+}
+
+fn reply_frame(r: Reply) -> Frame {
+    match r {
+        Reply::Ok => Frame::ok(),
+        Reply::Nil => Frame::Null,
+        Reply::Int(i) => Frame::Integer(i),
+        Reply::Bulk(b) => Frame::Bulk(b.into()),
+        Reply::Double(d) => Frame::Double(d),
+    }
+}
+
+fn score_frame(d: f64) -> Frame {
+    Frame::Double(d)
+}
+
+/// Run one command.
+pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) -> Frame {
+    let Some(first) = args.first() else { return Frame::Null };
+    let cmd = upper(first);
+    let a = &args[1..];
+    let n = a.len();
+    let write = |key: &Bytes, op: WriteOp| {
+        let svc = svc.clone();
+        let key = key.to_vec();
+        async move { svc.write(&key, op).await.map(reply_frame).unwrap_or_else(ring_err) }
+    };
+    macro_rules! need {
+        ($cond:expr) => {
+            if !($cond) {
+                return arity(&cmd);
+            }
+        };
+    }
+    match cmd.as_str() {
+        "PING" => match n {
+            0 => Frame::Simple("PONG".into()),
+            1 => Frame::Bulk(a[0].clone()),
+            _ => arity(&cmd),
+        },
+        "ECHO" => {
+            need!(n == 1);
+            Frame::Bulk(a[0].clone())
+        }
+        "QUIT" => {
+            conn.quit = true;
+            Frame::ok()
+        }
+        "SELECT" => {
+            need!(n == 1);
+            match int_arg(&a[0]) {
+                Some(0) => Frame::ok(),
+                Some(_) => Frame::err("ERR DB index is out of range"),
+                None => not_int(),
+            }
+        }
+        "AUTH" => {
+            need!(n == 1 || n == 2);
+            Frame::err(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            )
+        }
+        "HELLO" => hello(conn, a),
+        "CLIENT" => client(conn, a),
+        "COMMAND" => Frame::Array(Vec::new()),
+        "CONFIG" => {
+            need!(n >= 2);
+            match upper(&a[0]).as_str() {
+                "GET" => Frame::Array(Vec::new()),
+                "SET" | "RESETSTAT" | "REWRITE" => Frame::ok(),
+                _ => {
+                    Frame::err(format!("ERR unknown subcommand '{}'. Try CONFIG HELP.", String::from_utf8_lossy(&a[0])))
+                }
+            }
+        }
+        "INFO" => {
+            let m = svc.ring.membership();
+            let text = format!(
+                "# Server\r\nredis_version:{REDIS_VERSION}\r\nbasalt_version:{}\r\nredis_mode:cluster-basalt\r\n\r\n# Replication\r\nrole:master\r\n\r\n# Cluster\r\nring_members:{}\r\nring_n:{}\r\nring_r:{}\r\nring_w:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                m.table().len(),
+                svc.ring.config.n,
+                svc.ring.config.r,
+                svc.ring.config.w
+            );
+            Frame::Verbatim { format: *b"txt", text: text.into() }
+        }
+        "DBSIZE" => Frame::Integer(svc.all_keys().await.len() as i64),
+        "FLUSHDB" | "FLUSHALL" => {
+            for k in svc.all_keys().await {
+                if let Err(e) = svc.write(&k, WriteOp::Del).await {
+                    return ring_err(e);
+                }
+            }
+            Frame::ok()
+        }
+        "KEYS" => {
+            need!(n == 1);
+            let keys = svc.all_keys().await;
+            Frame::Array(keys.into_iter().filter(|k| glob(&a[0], k)).map(|k| Frame::Bulk(k.into())).collect())
+        }
+        "SCAN" => {
+            need!(n >= 1);
+            if int_arg(&a[0]).is_none_or(|c| c < 0) {
+                return Frame::err("ERR invalid cursor");
+            }
+            let mut pattern: Option<&Bytes> = None;
+            let mut i = 1;
+            while i < n {
+                match upper(&a[i]).as_str() {
+                    "MATCH" if i + 1 < n => pattern = Some(&a[i + 1]),
+                    "COUNT" if i + 1 < n => {
+                        if int_arg(&a[i + 1]).is_none_or(|c| c < 1) {
+                            return syntax();
+                        }
+                    }
+                    "TYPE" if i + 1 < n => {}
+                    _ => return syntax(),
+                }
+                i += 2;
+            }
+            // One pass returns everything (cursor 0): allowed by SCAN's contract.
+            let keys = svc.all_keys().await;
+            let keys = keys.into_iter().filter(|k| pattern.is_none_or(|p| glob(p, k)));
+            Frame::Array(vec![Frame::bulk("0"), Frame::Array(keys.map(|k| Frame::Bulk(k.into())).collect())])
+        }
+        // ---- strings
+        "GET" => {
+            need!(n == 1);
+            read(svc, &a[0], |d| match d {
+                Some(Data::Str(s)) => Frame::Bulk(s.clone().into()),
+                Some(_) => Frame::err(model::WRONGTYPE),
+                None => Frame::Null,
+            })
+            .await
+        }
+        "SET" => {
+            need!(n >= 2);
+            let mut cond = Cond::Always;
+            let mut ttl = Ttl::Clear;
+            let mut get = false;
+            let now = svc.now_ms();
+            let mut i = 2;
+            while i < n {
+                let opt = upper(&a[i]);
+                match opt.as_str() {
+                    "NX" if cond == Cond::Always => cond = Cond::Nx,
+                    "XX" if cond == Cond::Always => cond = Cond::Xx,
+                    "GET" => get = true,
+                    "KEEPTTL" if ttl == Ttl::Clear => ttl = Ttl::Keep,
+                    "EX" | "PX" | "EXAT" | "PXAT" if ttl == Ttl::Clear && i + 1 < n => {
+                        let Some(v) = int_arg(&a[i + 1]) else { return not_int() };
+                        if v <= 0 {
+                            return Frame::err("ERR invalid expire time in 'set' command");
+                        }
+                        let v = v as u64;
+                        ttl = Ttl::At(match opt.as_str() {
+                            "EX" => now.saturating_add(v.saturating_mul(1000)),
+                            "PX" => now.saturating_add(v),
+                            "EXAT" => v.saturating_mul(1000),
+                            _ => v,
+                        });
+                        i += 1;
+                    }
+                    _ => return syntax(),
+                }
+                i += 1;
+            }
+            write(&a[0], WriteOp::Set { value: a[1].to_vec(), ttl, cond, get }).await
+        }
+        "SETNX" => {
+            need!(n == 2);
+            match svc
+                .write(&a[0], WriteOp::Set { value: a[1].to_vec(), ttl: Ttl::Clear, cond: Cond::Nx, get: false })
+                .await
+            {
+                Ok(Reply::Ok) => Frame::Integer(1),
+                Ok(_) => Frame::Integer(0),
+                Err(e) => ring_err(e),
+            }
+        }
+        "GETDEL" => {
+            need!(n == 1);
+            write(&a[0], WriteOp::GetDel).await
+        }
+        "MGET" => {
+            need!(n >= 1);
+            let futs = a.iter().map(|k| {
+                read(svc, k, |d| match d {
+                    Some(Data::Str(s)) => Frame::Bulk(s.clone().into()),
+                    _ => Frame::Null,
+                })
+            });
+            let out = futures_util::future::join_all(futs).await;
+            if let Some(e) = out.iter().find(|f| matches!(f, Frame::Error(m) if !m.starts_with("WRONGTYPE"))) {
+                return e.clone();
+            }
+            Frame::Array(out)
+        }
+        "MSET" => {
+            need!(n >= 2 && n.is_multiple_of(2));
+            let futs = a.chunks(2).map(|kv| {
+                write(&kv[0], WriteOp::Set { value: kv[1].to_vec(), ttl: Ttl::Clear, cond: Cond::Always, get: false })
+            });
+            let out = futures_util::future::join_all(futs).await;
+            out.into_iter().find(|f| matches!(f, Frame::Error(_))).unwrap_or_else(Frame::ok)
+        }
+        "INCR" | "DECR" => {
+            need!(n == 1);
+            write(&a[0], WriteOp::IncrBy(if cmd == "INCR" { 1 } else { -1 })).await
+        }
+        "INCRBY" | "DECRBY" => {
+            need!(n == 2);
+            let Some(by) = int_arg(&a[1]) else { return not_int() };
+            let by = if cmd == "INCRBY" { Some(by) } else { by.checked_neg() };
+            let Some(by) = by else { return Frame::err(model::OVERFLOW) };
+            write(&a[0], WriteOp::IncrBy(by)).await
+        }
+        "INCRBYFLOAT" => {
+            need!(n == 2);
+            let Some(by) = model::parse_f64(&a[1]) else { return Frame::err(model::NOT_FLOAT) };
+            write(&a[0], WriteOp::IncrByFloat(by)).await
+        }
+        "APPEND" => {
+            need!(n == 2);
+            write(&a[0], WriteOp::Append(a[1].to_vec())).await
+        }
+        "STRLEN" => {
+            need!(n == 1);
+            read(svc, &a[0], |d| match d {
+                Some(Data::Str(s)) => Frame::Integer(s.len() as i64),
+                Some(_) => Frame::err(model::WRONGTYPE),
+                None => Frame::Integer(0),
+            })
+            .await
+        }
+        // ---- keys
+        "DEL" | "UNLINK" => {
+            need!(n >= 1);
+            let futs = a.iter().map(|k| write(k, WriteOp::Del));
+            let out = futures_util::future::join_all(futs).await;
+            if let Some(e) = out.iter().find(|f| matches!(f, Frame::Error(_))) {
+                return e.clone();
+            }
+            Frame::Integer(out.iter().map(|f| if let Frame::Integer(i) = f { *i } else { 0 }).sum())
+        }
+        "EXISTS" => {
+            need!(n >= 1);
+            let futs = a.iter().map(|k| read(svc, k, |d| Frame::Integer(i64::from(d.is_some()))));
+            let out = futures_util::future::join_all(futs).await;
+            if let Some(e) = out.iter().find(|f| matches!(f, Frame::Error(_))) {
+                return e.clone();
+            }
+            Frame::Integer(out.iter().map(|f| if let Frame::Integer(i) = f { *i } else { 0 }).sum())
+        }
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => {
+            need!(n == 2);
+            let Some(v) = int_arg(&a[1]) else { return not_int() };
+            let now = svc.now_ms() as i64;
+            let at = match cmd.as_str() {
+                "EXPIRE" => now.saturating_add(v.saturating_mul(1000)),
+                "PEXPIRE" => now.saturating_add(v),
+                "EXPIREAT" => v.saturating_mul(1000),
+                _ => v,
+            };
+            write(&a[0], WriteOp::Expire(Some(at.max(0) as u64))).await
+        }
+        "PERSIST" => {
+            need!(n == 1);
+            write(&a[0], WriteOp::Expire(None)).await
+        }
+        "TTL" | "PTTL" => {
+            need!(n == 1);
+            let now = svc.now_ms();
+            match svc.read(&a[0]).await {
+                Ok(None) => Frame::Integer(-2),
+                Ok(Some(Entry { expires_at_ms: None, .. })) => Frame::Integer(-1),
+                Ok(Some(Entry { expires_at_ms: Some(t), .. })) => {
+                    let ms = t.saturating_sub(now) as i64;
+                    Frame::Integer(if cmd == "TTL" { (ms + 500) / 1000 } else { ms })
+                }
+                Err(e) => ring_err(e),
+            }
+        }
+        "TYPE" => {
+            need!(n == 1);
+            read(svc, &a[0], |d| {
+                Frame::Simple(
+                    match d {
+                        Some(Data::Str(_)) => "string",
+                        Some(Data::Hash(_)) => "hash",
+                        Some(Data::ZSet(_)) => "zset",
+                        None => "none",
+                    }
+                    .into(),
+                )
+            })
+            .await
+        }
+        // ---- hashes
+        "HSET" | "HMSET" => {
+            need!(n >= 3 && n % 2 == 1);
+            let pairs = a[1..].chunks(2).map(|p| (p[0].to_vec(), p[1].to_vec())).collect();
+            let r = write(&a[0], WriteOp::HSet(pairs)).await;
+            if cmd == "HMSET" && !matches!(r, Frame::Error(_)) { Frame::ok() } else { r }
+        }
+        "HGET" => {
+            need!(n == 2);
+            let f = a[1].to_vec();
+            read(svc, &a[0], move |d| match d {
+                Some(Data::Hash(h)) => h.get(&f).map_or(Frame::Null, |v| Frame::Bulk(v.clone().into())),
+                Some(_) => Frame::err(model::WRONGTYPE),
+                None => Frame::Null,
+            })
+            .await
+        }
+        "HMGET" => {
+            need!(n >= 2);
+            let fields: Vec<Vec<u8>> = a[1..].iter().map(|f| f.to_vec()).collect();
+            read(svc, &a[0], move |d| match d {
+                Some(Data::Hash(h)) => Frame::Array(
+                    fields.iter().map(|f| h.get(f).map_or(Frame::Null, |v| Frame::Bulk(v.clone().into()))).collect(),
+                ),
+                Some(_) => Frame::err(model::WRONGTYPE),
+                None => Frame::Array(fields.iter().map(|_| Frame::Null).collect()),
+            })
+            .await
+        }
+        "HGETALL" => {
+            need!(n == 1);
+            read(svc, &a[0], |d| match d {
+                Some(Data::Hash(h)) => Frame::Map(
+                    h.iter().map(|(k, v)| (Frame::Bulk(k.clone().into()), Frame::Bulk(v.clone().into()))).collect(),
+                ),
+                Some(_) => Frame::err(model::WRONGTYPE),
+                None => Frame::Map(Vec::new()),
+            })
+            .await
+        }
+        "HDEL" => {
+            need!(n >= 2);
+            write(&a[0], WriteOp::HDel(a[1..].iter().map(|f| f.to_vec()).collect())).await
+        }
+        "HLEN" => {
+            need!(n == 1);
+            read(svc, &a[0], |d| match d {
+                Some(Data::Hash(h)) => Frame::Integer(h.len() as i64),
+                Some(_) => Frame::err(model::WRONGTYPE),
+                None => Frame::Integer(0),
+            })
+            .await
+        }
+        "HINCRBY" => {
+            need!(n == 3);
+            let Some(by) = int_arg(&a[2]) else { return not_int() };
+            write(&a[0], WriteOp::HIncrBy(a[1].to_vec(), by)).await
+        }
+        // ---- sorted sets
+        "ZADD" => zadd(a, &write).await,
+        "ZINCRBY" => {
+            need!(n == 3);
+            let Some(by) = model::parse_f64(&a[1]) else { return Frame::err(model::NOT_FLOAT) };
+            let op = WriteOp::ZAdd {
+                members: vec![(by, a[2].to_vec())],
+                cond: Cond::Always,
+                gt: false,
+                lt: false,
+                ch: false,
+                incr: true,
+            };
+            write(&a[0], op).await
+        }
+        "ZREM" => {
+            need!(n >= 2);
+            write(&a[0], WriteOp::ZRem(a[1..].iter().map(|m| m.to_vec()).collect())).await
+        }
+        "ZSCORE" => {
+            need!(n == 2);
+            let m = a[1].to_vec();
+            read(svc, &a[0], move |d| match d {
+                Some(Data::ZSet(z)) => z.get(&m).map_or(Frame::Null, |s| score_frame(*s)),
+                Some(_) => Frame::err(model::WRONGTYPE),
+                None => Frame::Null,
+            })
+            .await
+        }
+        "ZCARD" => {
+            need!(n == 1);
+            read(svc, &a[0], |d| match d {
+                Some(Data::ZSet(z)) => Frame::Integer(z.len() as i64),
+                Some(_) => Frame::err(model::WRONGTYPE),
+                None => Frame::Integer(0),
+            })
+            .await
+        }
+        "ZRANK" | "ZREVRANK" => {
+            need!(n == 2);
+            let (m, rev) = (a[1].to_vec(), cmd == "ZREVRANK");
+            read(svc, &a[0], move |d| match d {
+                Some(Data::ZSet(z)) => {
+                    let sorted = model::zsorted(z);
+                    match sorted.iter().position(|(x, _)| **x == m) {
+                        Some(i) => Frame::Integer(if rev { (sorted.len() - 1 - i) as i64 } else { i as i64 }),
+                        None => Frame::Null,
+                    }
+                }
+                Some(_) => Frame::err(model::WRONGTYPE),
+                None => Frame::Null,
+            })
+            .await
+        }
+        "ZRANGE" | "ZREVRANGE" => {
+            need!(n == 3 || n == 4);
+            let (Some(start), Some(stop)) = (int_arg(&a[1]), int_arg(&a[2])) else { return not_int() };
+            let scores = match a.get(3) {
+                None => false,
+                Some(o) if upper(o) == "WITHSCORES" => true,
+                Some(_) => return syntax(),
+            };
+            let (rev, proto) = (cmd == "ZREVRANGE", conn.proto);
+            read(svc, &a[0], move |d| match d {
+                Some(Data::ZSet(z)) => {
+                    let mut sorted = model::zsorted(z);
+                    if rev {
+                        sorted.reverse();
+                    }
+                    let len = sorted.len() as i64;
+                    let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+                    let (s, e) = (norm(start), norm(stop).min(len - 1));
+                    if s > e || s >= len {
+                        return Frame::Array(Vec::new());
+                    }
+                    let slice = &sorted[s as usize..=e as usize];
+                    let mut out = Vec::new();
+                    for (m, sc) in slice {
+                        let member = Frame::Bulk((*m).clone().into());
+                        match (scores, proto) {
+                            (false, _) => out.push(member),
+                            (true, Proto::Resp3) => out.push(Frame::Array(vec![member, score_frame(*sc)])),
+                            (true, Proto::Resp2) => {
+                                out.push(member);
+                                out.push(Frame::bulk(format_double(*sc)));
+                            }
+                        }
+                    }
+                    Frame::Array(out)
+                }
+                Some(_) => Frame::err(model::WRONGTYPE),
+                None => Frame::Array(Vec::new()),
+            })
+            .await
+        }
+        _ => {
+            let shown: String =
+                a.iter().take(20).map(|x| format!("'{}' ", String::from_utf8_lossy(&x[..x.len().min(128)]))).collect();
+            Frame::err(format!(
+                "ERR unknown command '{}', with args beginning with: {shown}",
+                String::from_utf8_lossy(&first[..first.len().min(128)])
+            ))
+        }
+    }
+}
+
+async fn read(svc: &Arc<KvService>, key: &Bytes, f: impl FnOnce(Option<&Data>) -> Frame) -> Frame {
+    match svc.read(key).await {
+        Ok(e) => f(e.as_ref().and_then(|e| e.data.as_ref())),
+        Err(e) => ring_err(e),
+    }
+}
+
+async fn zadd<F, Fut>(a: &[Bytes], write: &F) -> Frame
+where
+    F: Fn(&Bytes, WriteOp) -> Fut,
+    Fut: std::future::Future<Output = Frame>,
+{
+    if a.len() < 3 {
+        return arity("zadd");
+    }
+    let (mut cond, mut gt, mut lt, mut ch, mut incr) = (Cond::Always, false, false, false, false);
+    let mut i = 1;
+    while i < a.len() {
+        match upper(&a[i]).as_str() {
+            "NX" => cond = Cond::Nx,
+            "XX" => cond = Cond::Xx,
+            "GT" => gt = true,
+            "LT" => lt = true,
+            "CH" => ch = true,
+            "INCR" => incr = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    let rest = &a[i..];
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
+        return syntax();
+    }
+    if (cond == Cond::Nx && (gt || lt)) || (gt && lt) {
+        return Frame::err("ERR GT, LT, and/or NX options at the same time are not compatible");
+    }
+    if incr && rest.len() != 2 {
+        return Frame::err("ERR INCR option supports a single increment-element pair");
+    }
+    let mut members = Vec::new();
+    for p in rest.chunks(2) {
+        let Some(s) = model::parse_f64(&p[0]) else { return Frame::err(model::NOT_FLOAT) };
+        members.push((s, p[1].to_vec()));
+    }
+    write(&a[0], WriteOp::ZAdd { members, cond, gt, lt, ch, incr }).await
+}
+
+fn hello(conn: &mut Conn, a: &[Bytes]) -> Frame {
+    let mut i = 0;
+    if let Some(v) = a.first() {
+        match int_arg(v) {
+            Some(2) => conn.proto = Proto::Resp2,
+            Some(3) => conn.proto = Proto::Resp3,
+            Some(_) => return Frame::err("NOPROTO unsupported protocol version"),
+            None => return Frame::err("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 1;
+    }
+    while i < a.len() {
+        match upper(&a[i]).as_str() {
+            "AUTH" if i + 2 < a.len() => {
+                return Frame::err("WRONGPASS invalid username-password pair or user is disabled.");
+            }
+            "SETNAME" if i + 1 < a.len() => {
+                conn.name = Some(a[i + 1].clone());
+                i += 2;
+            }
+            _ => return syntax(),
+        }
+    }
+    let mut m = BTreeMap::new();
+    m.insert("server", Frame::bulk("redis"));
+    m.insert("version", Frame::bulk(REDIS_VERSION));
+    m.insert("proto", Frame::Integer(if conn.proto == Proto::Resp3 { 3 } else { 2 }));
+    m.insert("id", Frame::Integer(conn.id as i64));
+    m.insert("mode", Frame::bulk("standalone"));
+    m.insert("role", Frame::bulk("master"));
+    m.insert("modules", Frame::Array(Vec::new()));
+    Frame::Map(m.into_iter().map(|(k, v)| (Frame::bulk(k), v)).collect())
+}
+
+fn client(conn: &mut Conn, a: &[Bytes]) -> Frame {
+    let Some(sub) = a.first() else { return arity("client") };
+    match (upper(sub).as_str(), a.len()) {
+        ("SETNAME", 2) => {
+            if a[1].iter().any(|b| *b == b' ' || *b == b'\n') {
+                return Frame::err("ERR Client names cannot contain spaces, newlines or special characters.");
+            }
+            conn.name = (!a[1].is_empty()).then(|| a[1].clone());
+            Frame::ok()
+        }
+        ("GETNAME", 1) => conn.name.clone().map_or(Frame::Null, Frame::Bulk),
+        ("ID", 1) => Frame::Integer(conn.id as i64),
+        ("SETINFO", 3) => Frame::ok(),
+        ("SETNAME" | "GETNAME" | "ID" | "SETINFO", _) => arity(&format!("client|{}", upper(sub).to_ascii_lowercase())),
+        _ => Frame::err(format!("ERR unknown subcommand '{}'. Try CLIENT HELP.", String::from_utf8_lossy(sub))),
+    }
+}
+
+/// Redis's glob: `*`, `?`, `[abc]`, `[^a-z]`, `\x`.
+pub fn glob(pattern: &[u8], s: &[u8]) -> bool {
+    fn m(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (None, Some(_)) => false,
+            (Some(b'*'), _) => m(&p[1..], s) || (!s.is_empty() && m(p, &s[1..])),
+            (Some(_), None) => false,
+            (Some(b'?'), Some(_)) => m(&p[1..], &s[1..]),
+            (Some(b'['), Some(c)) => {
+                let mut i = 1;
+                let neg = p.get(1) == Some(&b'^');
+                if neg {
+                    i += 1;
+                }
+                let mut hit = false;
+                while i < p.len() && p[i] != b']' {
+                    if p[i] == b'\\' && i + 1 < p.len() {
+                        hit |= p[i + 1] == *c;
+                        i += 2;
+                    } else if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
+                        let (lo, hi) = (p[i].min(p[i + 2]), p[i].max(p[i + 2]));
+                        hit |= (lo..=hi).contains(c);
+                        i += 3;
+                    } else {
+                        hit |= p[i] == *c;
+                        i += 1;
+                    }
+                }
+                if i >= p.len() {
+                    return false; // unterminated class: no match, as Redis
+                }
+                hit != neg && m(&p[i + 1..], &s[1..])
+            }
+            (Some(b'\\'), Some(c)) if p.len() > 1 => p[1] == *c && m(&p[2..], &s[1..]),
+            (Some(x), Some(c)) => x == c && m(&p[1..], &s[1..]),
+        }
+    }
+    m(pattern, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn glob_matches_like_redis() {
+        assert!(glob(b"*", b"anything"));
+        assert!(glob(b"user:*", b"user:42"));
+        assert!(!glob(b"user:*", b"usr:42"));
+        assert!(glob(b"h?llo", b"hello"));
+        assert!(glob(b"h[ae]llo", b"hallo"));
+        assert!(!glob(b"h[^e]llo", b"hello"));
+        assert!(glob(b"h[a-c]llo", b"hbllo"));
+        assert!(glob(b"a\\*b", b"a*b"));
+        assert!(!glob(b"a\\*b", b"axb"));
+    }
+}

@@ -1,0 +1,76 @@
+//! S13 — a Dynamo-style key-value store on the ring engine, with a Redis-compatible front.
+//!
+//! Every key lives on N replicas chosen by consistent hashing; reads and writes take R and W
+//! of them (`basalt_ring_engine`). Redis clients connect to `systems.kv.resp_addr` (RESP2 and
+//! RESP3: strings, keys with expiry, hashes, sorted sets, and the connection commands clients
+//! need); the HTTP API under `/v1/kv` shows the versions underneath (siblings and causal
+//! contexts). See README.md.
+
+mod api;
+mod commands;
+pub mod model;
+mod resp;
+mod service;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use basalt_ring_engine::RingHandle;
+use basalt_runtime::{System, SystemContext};
+use serde::{Deserialize, Serialize};
+
+/// `[systems.kv]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvSettings {
+    /// The Redis-protocol listener (port 0: any free port, published in `GET /v1/kv`).
+    pub resp_addr: String,
+    /// The largest bulk string a request may carry (Redis's `proto-max-bulk-len`).
+    pub max_bulk_len: usize,
+    /// The most arguments one command may have.
+    pub max_args: usize,
+}
+
+impl Default for KvSettings {
+    fn default() -> Self {
+        Self { resp_addr: "127.0.0.1:6380".into(), max_bulk_len: 512 * 1024 * 1024, max_args: 1024 * 1024 }
+    }
+}
+
+#[derive(Debug)]
+pub struct KvSystem;
+
+impl System for KvSystem {
+    const NAME: &'static str = "kv";
+    type Config = KvSettings;
+
+    fn check(config: &KvSettings) -> anyhow::Result<()> {
+        config
+            .resp_addr
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| anyhow::anyhow!("systems.kv.resp_addr must be IP:PORT, not `{}`", config.resp_addr))?;
+        anyhow::ensure!(config.max_bulk_len >= 1 && config.max_args >= 1, "systems.kv limits must be at least 1");
+        Ok(())
+    }
+
+    fn start(ctx: &mut SystemContext<'_>, config: KvSettings) -> anyhow::Result<axum::Router> {
+        let ring: Arc<RingHandle> = ctx.engine::<RingHandle>().context("the kv system needs the ring engine")?;
+        let identity = ctx.identity.clone().context("the kv system needs the node's identity")?;
+        let svc = service::KvService::new((*ring).clone(), identity.node_id, ctx.clock.clone());
+        let std_listener = std::net::TcpListener::bind(&config.resp_addr)
+            .with_context(|| format!("binding the RESP listener on {}", config.resp_addr))?;
+        std_listener.set_nonblocking(true)?;
+        let resp_addr = std_listener.local_addr()?.to_string();
+        ring.membership().publish("resp", resp_addr.clone());
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let limits =
+            basalt_resp::Limits { max_bulk_len: config.max_bulk_len, max_args: config.max_args, ..Default::default() };
+        ctx.spawn("resp", resp::serve(listener, svc.clone(), limits, ctx.shutdown.clone()));
+        tracing::info!(%resp_addr, "kv: serving the Redis protocol");
+        let status = axum::routing::get(move || {
+            let resp_addr = resp_addr.clone();
+            async move { axum::Json(serde_json::json!({ "resp_addr": resp_addr })) }
+        });
+        Ok(axum::Router::new().route("/", status).merge(api::routes(svc)))
+    }
+}

@@ -1,0 +1,376 @@
+//! The Redis data model on the ring: what one key holds, and what each write does to it.
+//! Pure: the node supplies the time and the HLC timestamp inside every operation.
+//!
+//! A key's value in the ring is a set of siblings (concurrent writes through different
+//! coordinators). Each sibling is an [`Entry`] stamped with a hybrid logical clock; a RESP
+//! client sees the one with the highest stamp (last writer wins, by HLC — so with skewed clocks
+//! a write still wins over every write its coordinator had seen). Deletes are entries too
+//! (`data: None`), so a delete and a concurrent write are ordered the same way everywhere.
+//! Every write runs on a home replica of the key and stamps its entry after the one it
+//! replaces.
+
+use std::collections::BTreeMap;
+
+use basalt_ring::hlc::Hlc;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Data {
+    Str(Vec<u8>),
+    Hash(BTreeMap<Vec<u8>, Vec<u8>>),
+    /// member → score.
+    ZSet(BTreeMap<Vec<u8>, f64>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub at: Hlc,
+    pub expires_at_ms: Option<u64>,
+    /// None: deleted.
+    pub data: Option<Data>,
+}
+
+impl Entry {
+    pub fn live(&self, now_ms: u64) -> Option<&Data> {
+        if self.expires_at_ms.is_some_and(|t| t <= now_ms) {
+            return None;
+        }
+        self.data.as_ref()
+    }
+}
+
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+pub const NOT_INT: &str = "ERR value is not an integer or out of range";
+pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
+pub const NOT_FLOAT: &str = "ERR value is not a valid float";
+pub const HASH_NOT_INT: &str = "ERR hash value is not an integer";
+pub const NAN_SCORE: &str = "ERR resulting score is not a number (NaN)";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cond {
+    Always,
+    /// Only if the key does not exist.
+    Nx,
+    /// Only if it exists.
+    Xx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ttl {
+    /// Clear any expiry.
+    Clear,
+    Keep,
+    At(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteOp {
+    Set {
+        value: Vec<u8>,
+        ttl: Ttl,
+        cond: Cond,
+        get: bool,
+    },
+    GetDel,
+    Del,
+    IncrBy(i64),
+    IncrByFloat(f64),
+    Append(Vec<u8>),
+    /// EXPIRE/PEXPIRE (at a time in the past: delete) and PERSIST (`None`).
+    Expire(Option<u64>),
+    HSet(Vec<(Vec<u8>, Vec<u8>)>),
+    HDel(Vec<Vec<u8>>),
+    HIncrBy(Vec<u8>, i64),
+    ZAdd {
+        members: Vec<(f64, Vec<u8>)>,
+        cond: Cond,
+        gt: bool,
+        lt: bool,
+        ch: bool,
+        incr: bool,
+    },
+    ZRem(Vec<Vec<u8>>),
+}
+
+/// What a write answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Ok,
+    Nil,
+    Int(i64),
+    Bulk(Vec<u8>),
+    Double(f64),
+}
+
+/// The current entry of a key among its siblings: the highest stamp.
+pub fn resolve<'a>(siblings: impl IntoIterator<Item = &'a Entry>) -> Option<&'a Entry> {
+    siblings.into_iter().max_by_key(|e| e.at)
+}
+
+fn parse_i64(b: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.len() > 20 || s.starts_with('+') || (s.starts_with('0') && s.len() > 1) || s.starts_with("-0")
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+pub fn parse_f64(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?.trim();
+    let v = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ => s.parse().ok()?,
+    };
+    (!v.is_nan()).then_some(v)
+}
+
+/// Apply `op` to the key's current entry at `now_ms`; the new entry is stamped `at`.
+/// Answers the new entry (None: unchanged) and the reply, or a Redis error (nothing changes).
+pub fn apply(cur: Option<&Entry>, op: &WriteOp, now_ms: u64, at: Hlc) -> Result<(Option<Entry>, Reply), String> {
+    let live = cur.and_then(|e| e.live(now_ms));
+    let ttl = cur.filter(|_| live.is_some()).and_then(|e| e.expires_at_ms);
+    let put = |data: Option<Data>, expires_at_ms: Option<u64>| Some(Entry { at, expires_at_ms, data });
+    match op {
+        WriteOp::Set { value, ttl: t, cond, get } => {
+            let old = match (live, get) {
+                (Some(Data::Str(s)), true) => Reply::Bulk(s.clone()),
+                (Some(_), true) => return Err(WRONGTYPE.into()),
+                (None, true) => Reply::Nil,
+                _ => Reply::Ok,
+            };
+            let blocked = match cond {
+                Cond::Always => false,
+                Cond::Nx => live.is_some(),
+                Cond::Xx => live.is_none(),
+            };
+            if blocked {
+                return Ok((None, if *get { old } else { Reply::Nil }));
+            }
+            let exp = match t {
+                Ttl::Clear => None,
+                Ttl::Keep => ttl,
+                Ttl::At(ms) => Some(*ms),
+            };
+            Ok((put(Some(Data::Str(value.clone())), exp), old))
+        }
+        WriteOp::GetDel => match live {
+            Some(Data::Str(s)) => Ok((put(None, None), Reply::Bulk(s.clone()))),
+            Some(_) => Err(WRONGTYPE.into()),
+            None => Ok((None, Reply::Nil)),
+        },
+        WriteOp::Del => match live {
+            Some(_) => Ok((put(None, None), Reply::Int(1))),
+            None => Ok((None, Reply::Int(0))),
+        },
+        WriteOp::IncrBy(by) => {
+            let n = match live {
+                Some(Data::Str(s)) => parse_i64(s).ok_or(NOT_INT)?,
+                Some(_) => return Err(WRONGTYPE.into()),
+                None => 0,
+            };
+            let v = n.checked_add(*by).ok_or(OVERFLOW)?;
+            Ok((put(Some(Data::Str(v.to_string().into_bytes())), ttl), Reply::Int(v)))
+        }
+        WriteOp::IncrByFloat(by) => {
+            let n = match live {
+                Some(Data::Str(s)) => parse_f64(s).ok_or(NOT_FLOAT)?,
+                Some(_) => return Err(WRONGTYPE.into()),
+                None => 0.0,
+            };
+            let v = n + by;
+            if !v.is_finite() {
+                return Err("ERR increment would produce NaN or Infinity".into());
+            }
+            let text = basalt_resp::format_double(v).into_bytes();
+            Ok((put(Some(Data::Str(text.clone())), ttl), Reply::Bulk(text)))
+        }
+        WriteOp::Append(more) => {
+            let mut s = match live {
+                Some(Data::Str(s)) => s.clone(),
+                Some(_) => return Err(WRONGTYPE.into()),
+                None => Vec::new(),
+            };
+            s.extend_from_slice(more);
+            let len = s.len() as i64;
+            Ok((put(Some(Data::Str(s)), ttl), Reply::Int(len)))
+        }
+        WriteOp::Expire(at_ms) => match (live, at_ms) {
+            (None, _) => Ok((None, Reply::Int(0))),
+            (Some(_), Some(t)) if *t <= now_ms => Ok((put(None, None), Reply::Int(1))),
+            (Some(d), Some(t)) => Ok((put(Some(d.clone()), Some(*t)), Reply::Int(1))),
+            (Some(_), None) if ttl.is_none() => Ok((None, Reply::Int(0))),
+            (Some(d), None) => Ok((put(Some(d.clone()), None), Reply::Int(1))),
+        },
+        WriteOp::HSet(pairs) => {
+            let mut h = match live {
+                Some(Data::Hash(h)) => h.clone(),
+                Some(_) => return Err(WRONGTYPE.into()),
+                None => BTreeMap::new(),
+            };
+            let added = pairs.iter().filter(|(f, v)| h.insert(f.clone(), v.clone()).is_none()).count();
+            Ok((put(Some(Data::Hash(h)), ttl), Reply::Int(added as i64)))
+        }
+        WriteOp::HDel(fields) => {
+            let mut h = match live {
+                Some(Data::Hash(h)) => h.clone(),
+                Some(_) => return Err(WRONGTYPE.into()),
+                None => return Ok((None, Reply::Int(0))),
+            };
+            let removed = fields.iter().filter(|f| h.remove(*f).is_some()).count();
+            if removed == 0 {
+                return Ok((None, Reply::Int(0)));
+            }
+            let data = (!h.is_empty()).then_some(Data::Hash(h));
+            let exp = if data.is_some() { ttl } else { None };
+            Ok((put(data, exp), Reply::Int(removed as i64)))
+        }
+        WriteOp::HIncrBy(field, by) => {
+            let mut h = match live {
+                Some(Data::Hash(h)) => h.clone(),
+                Some(_) => return Err(WRONGTYPE.into()),
+                None => BTreeMap::new(),
+            };
+            let n = match h.get(field) {
+                Some(v) => parse_i64(v).ok_or(HASH_NOT_INT)?,
+                None => 0,
+            };
+            let v = n.checked_add(*by).ok_or(OVERFLOW)?;
+            h.insert(field.clone(), v.to_string().into_bytes());
+            Ok((put(Some(Data::Hash(h)), ttl), Reply::Int(v)))
+        }
+        WriteOp::ZAdd { members, cond, gt, lt, ch, incr } => {
+            let mut z = match live {
+                Some(Data::ZSet(z)) => z.clone(),
+                Some(_) => return Err(WRONGTYPE.into()),
+                None => BTreeMap::new(),
+            };
+            let (mut added, mut changed) = (0i64, 0i64);
+            let mut last = None;
+            for (score, m) in members {
+                let old = z.get(m).copied();
+                if (*cond == Cond::Nx && old.is_some()) || (*cond == Cond::Xx && old.is_none()) {
+                    continue;
+                }
+                let new = if *incr { old.unwrap_or(0.0) + score } else { *score };
+                if new.is_nan() {
+                    return Err(NAN_SCORE.into());
+                }
+                if let Some(o) = old
+                    && ((*gt && new <= o) || (*lt && new >= o))
+                {
+                    continue;
+                }
+                last = Some(new);
+                match old {
+                    None => added += 1,
+                    Some(o) if o != new => changed += 1,
+                    _ => {}
+                }
+                z.insert(m.clone(), new);
+            }
+            let reply = if *incr {
+                last.map_or(Reply::Nil, Reply::Double)
+            } else {
+                Reply::Int(if *ch { added + changed } else { added })
+            };
+            if added + changed == 0 {
+                return Ok((None, reply));
+            }
+            Ok((put(Some(Data::ZSet(z)), ttl), reply))
+        }
+        WriteOp::ZRem(ms) => {
+            let mut z = match live {
+                Some(Data::ZSet(z)) => z.clone(),
+                Some(_) => return Err(WRONGTYPE.into()),
+                None => return Ok((None, Reply::Int(0))),
+            };
+            let removed = ms.iter().filter(|m| z.remove(*m).is_some()).count();
+            if removed == 0 {
+                return Ok((None, Reply::Int(0)));
+            }
+            let data = (!z.is_empty()).then_some(Data::ZSet(z));
+            let exp = if data.is_some() { ttl } else { None };
+            Ok((put(data, exp), Reply::Int(removed as i64)))
+        }
+    }
+}
+
+/// A sorted set's members in Redis order: by score, then by member bytes.
+pub fn zsorted(z: &BTreeMap<Vec<u8>, f64>) -> Vec<(&Vec<u8>, f64)> {
+    let mut v: Vec<(&Vec<u8>, f64)> = z.iter().map(|(m, s)| (m, *s)).collect();
+    v.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Hlc {
+        Hlc { wall_ms: ms, logical: 0, node: 1 }
+    }
+
+    fn str_entry(v: &str, ms: u64) -> Entry {
+        Entry { at: at(ms), expires_at_ms: None, data: Some(Data::Str(v.into())) }
+    }
+
+    #[test]
+    fn set_conditions_ttl_and_get() {
+        let set = |cond, get| WriteOp::Set { value: b"new".to_vec(), ttl: Ttl::Keep, cond, get };
+        let cur = str_entry("old", 1);
+        assert_eq!(apply(Some(&cur), &set(Cond::Nx, false), 10, at(2)).unwrap(), (None, Reply::Nil));
+        let (e, r) = apply(Some(&cur), &set(Cond::Xx, true), 10, at(2)).unwrap();
+        assert_eq!((e.unwrap().data, r), (Some(Data::Str(b"new".to_vec())), Reply::Bulk(b"old".to_vec())));
+        assert_eq!(apply(None, &set(Cond::Xx, false), 10, at(2)).unwrap(), (None, Reply::Nil));
+        // An expired key does not exist.
+        let expired = Entry { expires_at_ms: Some(5), ..cur.clone() };
+        assert_eq!(apply(Some(&expired), &set(Cond::Nx, true), 10, at(2)).unwrap().1, Reply::Nil);
+    }
+
+    #[test]
+    fn counters_check_types_and_overflow() {
+        let cur = str_entry("41", 1);
+        assert_eq!(apply(Some(&cur), &WriteOp::IncrBy(1), 0, at(2)).unwrap().1, Reply::Int(42));
+        assert_eq!(apply(Some(&str_entry("x", 1)), &WriteOp::IncrBy(1), 0, at(2)).unwrap_err(), NOT_INT);
+        assert_eq!(
+            apply(Some(&str_entry("9223372036854775807", 1)), &WriteOp::IncrBy(1), 0, at(2)).unwrap_err(),
+            OVERFLOW
+        );
+        assert_eq!(apply(Some(&str_entry(" 1", 1)), &WriteOp::IncrBy(1), 0, at(2)).unwrap_err(), NOT_INT);
+        let h = Entry { at: at(1), expires_at_ms: None, data: Some(Data::Hash(BTreeMap::new())) };
+        assert_eq!(apply(Some(&h), &WriteOp::IncrBy(1), 0, at(2)).unwrap_err(), WRONGTYPE);
+    }
+
+    #[test]
+    fn sorted_sets_follow_redis_options() {
+        let add = |ms: &[(f64, &str)], cond, gt, ch, incr| WriteOp::ZAdd {
+            members: ms.iter().map(|(s, m)| (*s, m.as_bytes().to_vec())).collect(),
+            cond,
+            gt,
+            lt: false,
+            ch,
+            incr,
+        };
+        let (e, r) = apply(None, &add(&[(1.0, "a"), (2.0, "b")], Cond::Always, false, false, false), 0, at(1)).unwrap();
+        assert_eq!(r, Reply::Int(2));
+        let e = e.unwrap();
+        let (_, r) =
+            apply(Some(&e), &add(&[(0.5, "a"), (3.0, "c")], Cond::Always, true, true, false), 0, at(2)).unwrap();
+        assert_eq!(r, Reply::Int(1), "GT keeps a's higher score; c is added");
+        let (_, r) = apply(Some(&e), &add(&[(5.0, "a")], Cond::Always, false, false, true), 0, at(2)).unwrap();
+        assert_eq!(r, Reply::Double(6.0));
+        let Some(Data::ZSet(z)) = &e.data else { panic!() };
+        assert_eq!(zsorted(z).iter().map(|(m, _)| m.as_slice()).collect::<Vec<_>>(), [b"a", b"b"]);
+    }
+
+    #[test]
+    fn the_latest_stamp_wins_among_siblings_and_deletes_count() {
+        let a = str_entry("a", 5);
+        let del = Entry { at: at(7), expires_at_ms: None, data: None };
+        let b = str_entry("b", 6);
+        let r = resolve([&a, &del, &b]).unwrap();
+        assert!(r.live(0).is_none(), "the later delete wins");
+    }
+}
