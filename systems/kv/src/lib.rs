@@ -7,6 +7,7 @@
 //! contexts). See README.md.
 
 mod api;
+mod bench;
 mod commands;
 pub mod model;
 mod resp;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use basalt_ring_engine::RingHandle;
+use basalt_runtime::bench::BenchOpts;
+use basalt_runtime::system::BenchFuture;
 use basalt_runtime::{System, SystemContext};
 use serde::{Deserialize, Serialize};
 
@@ -72,5 +75,10 @@ impl System for KvSystem {
             async move { axum::Json(serde_json::json!({ "resp_addr": resp_addr })) }
         });
         Ok(axum::Router::new().route("/", status).merge(api::routes(svc)))
+    }
+
+    fn bench(opts: &BenchOpts) -> Option<BenchFuture> {
+        let opts = opts.clone();
+        Some(Box::pin(async move { bench::run(&opts).await }))
     }
 }

@@ -1,0 +1,188 @@
+//! `basalt bench kv`: redis-benchmark (Debian `redis-tools`) against one Basalt node and
+//! against redis-server in the same run — SET, GET, INCR, ZADD; 50 clients; pipeline 1 and
+//! 16 — at equal durability: redis-server with `appendonly yes` + `appendfsync everysec`,
+//! Basalt with `fsync = "periodic"` every 1000 ms. Then Basalt's fsync-per-write mode (SET),
+//! and a 3-node ring (N=3, R=W=2) driven through one node.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use basalt_runtime::bench::{BenchOpts, BenchResult, Report};
+use basalt_runtime::process::{NodeProcess, NodeSpec, PeerProcess, free_port};
+
+const INSTALL: &str = "scripts/install-deps redis-server redis-tools";
+const PEER: &str = "redis-server 7.0 (AOF everysec)";
+const CLIENTS: usize = 50;
+const KEYSPACE: u64 = 100_000;
+
+/// One redis-benchmark run: (requests/s, p50 µs, p99 µs).
+fn redis_benchmark(port: u16, test: &str, pipeline: usize, requests: u64) -> anyhow::Result<(f64, f64, f64)> {
+    let out = std::process::Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", &CLIENTS.to_string()])
+        .args(["-n", &requests.to_string(), "-P", &pipeline.to_string(), "-r", &KEYSPACE.to_string()])
+        .args(["-t", test, "--csv"])
+        .output()
+        .with_context(|| format!("running redis-benchmark; install it with `{INSTALL}`"))?;
+    anyhow::ensure!(out.status.success(), "redis-benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('"') && !l.starts_with("\"test\""))
+        .with_context(|| format!("no result from redis-benchmark: {text}"))?;
+    let f: Vec<f64> = line.split(',').skip(1).map(|x| x.trim_matches('"').parse().unwrap_or(0.0)).collect();
+    anyhow::ensure!(f.len() >= 6, "unexpected redis-benchmark output: {line}");
+    Ok((f[0], f[3] * 1000.0, f[5] * 1000.0))
+}
+
+async fn wait_ping(port: u16, what: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "PING"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"));
+        if ok {
+            return Ok(());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{what} did not answer PING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn basalt_node(
+    opts: &BenchOpts,
+    dir: &Path,
+    id: u64,
+    fsync: &str,
+    join: Option<&str>,
+) -> anyhow::Result<(NodeProcess, u16)> {
+    let port = free_port()?;
+    let mut spec = NodeSpec::new(&opts.exe, dir.join(format!("basalt-{id}-{fsync}")))
+        .arg("--node-id")
+        .arg(id.to_string())
+        .arg("--resp-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--log-level")
+        .arg("warn");
+    for s in [
+        format!("fsync=\"{fsync}\""),
+        "fsync_interval_ms=1000".into(),
+        "engines.consensus.enabled=false".into(),
+        "systems.config.enabled=false".into(),
+    ] {
+        spec = spec.arg("--set").arg(s);
+    }
+    if let Some(j) = join {
+        spec = spec.arg("--join").arg(j);
+    }
+    let node = NodeProcess::start(spec, Duration::from_secs(60)).await?;
+    wait_ping(port, "the Basalt node").await?;
+    Ok((node, port))
+}
+
+/// Requests per run, scaled to the measured duration (at least a few thousand).
+fn requests(opts: &BenchOpts, pipeline: usize) -> u64 {
+    let per_sec = if pipeline > 1 { 150_000 } else { 15_000 };
+    ((opts.duration.as_secs_f64() * per_sec as f64) as u64).max(5_000)
+}
+
+pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
+    anyhow::ensure!(PeerProcess::available("redis-server"), "redis-server is not installed; run `{INSTALL}`");
+    anyhow::ensure!(PeerProcess::available("redis-benchmark"), "redis-benchmark is not installed; run `{INSTALL}`");
+    let dir = tempfile::tempdir()?;
+    let rport = free_port()?;
+    let rdir = dir.path().join("redis");
+    std::fs::create_dir_all(&rdir)?;
+    let args: Vec<String> = [
+        "--port",
+        &rport.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        &rdir.display().to_string(),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _redis = PeerProcess::start("redis-server", "redis-server", &args, &dir.path().join("redis.log"), INSTALL)?;
+    wait_ping(rport, "redis-server").await?;
+    let (_node, bport) = basalt_node(opts, dir.path(), 1, "periodic", None).await?;
+
+    let mut results = Vec::new();
+    for pipeline in [1usize, 16] {
+        for test in ["set", "get", "incr", "zadd"] {
+            let n = requests(opts, pipeline);
+            // Interleaved in the same run, Basalt first then the peer, on the same keyspace.
+            let (b, b50, b99) = redis_benchmark(bport, test, pipeline, n)?;
+            let (r, _, r99) = redis_benchmark(rport, test, pipeline, n)?;
+            let name = format!("{} P{pipeline} (1 node, fsync 1/s; peer p99 {r99:.0} µs)", test.to_uppercase());
+            let mut res = BenchResult {
+                name,
+                unit: "req/s".into(),
+                value: b.round(),
+                p50_us: b50.round(),
+                p99_us: b99.round(),
+                peer: None,
+                peer_value: None,
+                ratio: None,
+            };
+            res = res.with_peer(PEER, r);
+            results.push(res);
+        }
+    }
+    drop(_node);
+
+    // Every acknowledged write fsync'd first (no peer mode is equivalent: appendfsync always).
+    let (_strict, sport) = basalt_node(opts, dir.path(), 1, "always", None).await?;
+    let (s, s50, s99) = redis_benchmark(sport, "set", 1, requests(opts, 1) / 2)?;
+    results.push(BenchResult {
+        name: "SET P1 (1 node, fsync every write)".into(),
+        unit: "req/s".into(),
+        value: s.round(),
+        p50_us: s50.round(),
+        p99_us: s99.round(),
+        peer: None,
+        peer_value: None,
+        ratio: None,
+    });
+    drop(_strict);
+
+    // A 3-node ring, N=3 R=W=2, driven through node 1 (writes and reads touch 2 of 3 replicas).
+    let (first, p1) = basalt_node(opts, dir.path(), 1, "periodic", None).await?;
+    let join = first.http_addr.clone();
+    let (_n2, _) = basalt_node(opts, dir.path(), 2, "periodic", Some(&join)).await?;
+    let (_n3, _) = basalt_node(opts, dir.path(), 3, "periodic", Some(&join)).await?;
+    let client = basalt_runtime::reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: serde_json::Value = client.get(format!("{}/v1/ring", first.url())).send().await?.json().await?;
+        let alive = v["members"].as_array().map_or(0, |m| m.iter().filter(|x| x["alive"] == true).count());
+        if alive == 3 {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the 3-node ring did not form: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for test in ["set", "get"] {
+        let (v, p50, p99) = redis_benchmark(p1, test, 1, requests(opts, 1))?;
+        results.push(BenchResult {
+            name: format!("{} P1 (3-node ring, N=3 R=W=2)", test.to_uppercase()),
+            unit: "req/s".into(),
+            value: v.round(),
+            p50_us: p50.round(),
+            p99_us: p99.round(),
+            peer: None,
+            peer_value: None,
+            ratio: None,
+        });
+    }
+    Ok(Report { system: "kv".into(), results })
+}
