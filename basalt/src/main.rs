@@ -118,7 +118,8 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct ChaosArgs {
-    /// The suite: `config` (linearizable registers on S03 under kill, pause, partition).
+    /// The suite: `config` (linearizable registers on S03 under every nemesis) or `kv` (no lost
+    /// acknowledged write on the ring, N=3 R=W=2).
     suite: String,
     #[arg(long, default_value = "60s", value_parser = humantime_duration)]
     duration: Duration,
@@ -145,7 +146,7 @@ struct ChaosArgs {
 }
 
 fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.suite == "config", "no suite `{}`; suites: config", a.suite);
+    anyhow::ensure!(a.suite == "config" || a.suite == "kv", "no suite `{}`; suites: config, kv", a.suite);
     anyhow::ensure!((3..=7).contains(&a.nodes), "--nodes must be from 3 to 7");
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
@@ -166,7 +167,11 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
         node_args: a.set.iter().flat_map(|kv| ["--set".to_string(), kv.clone()]).collect(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(basalt_harness::suites::config(&opts))?;
+    let report = if a.suite == "kv" {
+        runtime.block_on(basalt_harness::suites::kv(&opts))?
+    } else {
+        runtime.block_on(basalt_harness::suites::config(&opts))?
+    };
     println!("{}", serde_json::to_string_pretty(&report)?);
     anyhow::ensure!(
         report.verdict == basalt_lincheck::Verdict::Ok,

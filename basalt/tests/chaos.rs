@@ -60,3 +60,16 @@ async fn a_deliberate_stale_read_bug_is_caught() {
     let page = std::fs::read_to_string(r.timeline_file.as_ref().expect("timeline written")).unwrap();
     assert!(page.contains("could not be linearized") && page.contains("<svg"), "the timeline marks the operation");
 }
+
+/// The ring through S13: SETs of unique keys on a 3-node ring (N=3, R=W=2) while nodes are
+/// killed, paused, partitioned and leave and rejoin; every acknowledged write is read back.
+#[tokio::test]
+async fn kv_loses_no_acknowledged_write_under_faults() {
+    let out = tempfile::tempdir().unwrap();
+    let r =
+        basalt_harness::suites::kv(&opts(20261127, 10, "kill,pause,partition,membership", out.path())).await.unwrap();
+    eprintln!("kv: {}", summary(&r));
+    assert!(r.faults.len() >= 2, "{}", summary(&r));
+    assert!(r.ok >= 100, "too few acknowledged writes to mean anything: {}", summary(&r));
+    assert_eq!(r.verdict, Verdict::Ok, "{}: {:?}", summary(&r), r.explanation);
+}

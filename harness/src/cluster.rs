@@ -17,7 +17,26 @@ pub struct Cluster {
     specs: Vec<NodeSpec>,
     /// Extra arguments for node `id` (e.g. its region).
     node_args: NodeArgs,
+    /// Which engine holds the cluster together: Raft (the default) or the ring alone.
+    pub ring_only: bool,
 }
+
+/// The settings a ring-only node runs with in the harness: no Raft, no config system, and
+/// fast gossip and repair so faults are noticed and healed within a test's time.
+pub const RING_ONLY_ARGS: [&str; 12] = [
+    "--set",
+    "engines.consensus.enabled=false",
+    "--set",
+    "systems.config.enabled=false",
+    "--set",
+    "engines.ring.gossip_ms=100",
+    "--set",
+    "engines.ring.suspect_ms=1000",
+    "--set",
+    "engines.ring.ae_ms=500",
+    "--set",
+    "engines.ring.handoff_ms=300",
+];
 
 /// A listening port for a node. Ports come from below Linux's ephemeral range (32768+), so no
 /// outgoing connection can take a killed node's port before it restarts; each test process
@@ -53,12 +72,55 @@ impl Cluster {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let node_args: NodeArgs = std::sync::Arc::new(node_args);
-        let mut c = Cluster { exe: exe.into(), dir, nodes: Vec::new(), specs: Vec::new(), node_args };
+        let mut c = Cluster { exe: exe.into(), dir, nodes: Vec::new(), specs: Vec::new(), node_args, ring_only: false };
         for _ in 0..n {
             c.add_node().await;
         }
         c.wait_voters(n).await;
         c
+    }
+
+    /// A cluster held together by the ring engine only (no Raft): `n` nodes, every one with
+    /// [`RING_ONLY_ARGS`] and `args`; waits until every node sees every other alive.
+    pub async fn start_ring(exe: impl Into<std::path::PathBuf>, n: usize, args: Vec<String>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all: Vec<String> = RING_ONLY_ARGS.iter().map(|s| s.to_string()).collect();
+        all.extend(args);
+        let node_args: NodeArgs = std::sync::Arc::new(move |_| all.clone());
+        let mut c = Cluster { exe: exe.into(), dir, nodes: Vec::new(), specs: Vec::new(), node_args, ring_only: true };
+        for _ in 0..n {
+            c.add_node().await;
+        }
+        c.wait_ring_alive().await;
+        c
+    }
+
+    /// Every live node sees every live node alive in the ring.
+    pub async fn wait_ring_alive(&self) {
+        let want = self.live().len();
+        self.wait_for(&format!("{want} live ring members"), || async {
+            let mut ok = true;
+            for id in self.live() {
+                let (_, b) = send(client().get(format!("{}/v1/ring", self.url(id)))).await;
+                let alive = b["members"].as_array().map_or(0, |m| m.iter().filter(|x| x["alive"] == true).count());
+                ok &= alive >= want;
+            }
+            ok
+        })
+        .await;
+    }
+
+    /// The Redis-protocol address of node `id`.
+    pub async fn resp_addr(&self, id: usize) -> String {
+        let (_, b) = send(client().get(format!("{}/v1/kv", self.url(id)))).await;
+        b["resp_addr"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Ring membership: node `id` leaves (its data moves to the others) or comes back.
+    pub async fn ring_leave(&self, id: usize, leave: bool) -> bool {
+        let path = if leave { "leave" } else { "rejoin" };
+        let (s, _) = send(client().post(format!("{}/v1/ring/{path}", self.url(id)))).await;
+        s == 200
     }
 
     /// Start one more node that joins through node 1 (or the first live node).

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod nemesis;
+pub mod redis;
 pub mod suites;
 pub mod timeline;
 

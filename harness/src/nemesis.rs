@@ -127,6 +127,11 @@ pub enum Fault {
         node: usize,
         removed: bool,
     },
+    /// A ring node left (its data moved to the others), then rejoined.
+    RingLeave {
+        node: usize,
+        left: bool,
+    },
 }
 
 impl Fault {
@@ -144,6 +149,9 @@ impl Fault {
             Fault::ClockSkew { node, offset_ms } => format!("n{node} clock {offset_ms:+} ms"),
             Fault::Membership { node, removed } => {
                 format!("remove n{node}{}", if *removed { "" } else { " (refused)" })
+            }
+            Fault::RingLeave { node, left } => {
+                format!("n{node} leaves the ring{}", if *left { "" } else { " (refused)" })
             }
         }
     }
@@ -170,6 +178,10 @@ impl Nemesis {
                 c.kill9(node);
                 Fault::KillRestart { node }
             }
+            Kind::KillLeader if c.ring_only => {
+                c.kill9(node);
+                Fault::KillRestart { node }
+            }
             Kind::KillLeader => {
                 let leader = c.leader().await;
                 c.kill9(leader);
@@ -180,7 +192,7 @@ impl Nemesis {
                 Fault::Pause { node }
             }
             Kind::Isolate | Kind::IsolateLeader => {
-                let node = if kind == Kind::IsolateLeader { c.leader().await } else { node };
+                let node = if kind == Kind::IsolateLeader && !c.ring_only { c.leader().await } else { node };
                 let cut = (1..=n).filter(|p| *p != node).map(|p| (node, p)).collect();
                 self.cut(c, kind.name(), cut).await
             }
@@ -209,6 +221,10 @@ impl Nemesis {
                 c.skew_clock(node, offset_ms).await;
                 Fault::ClockSkew { node, offset_ms }
             }
+            Kind::Membership if c.ring_only => {
+                let removed = c.ring_leave(node, true).await;
+                Fault::RingLeave { node, left: removed }
+            }
             Kind::Membership => {
                 let leader = c.leader().await;
                 let node = (1..=n).filter(|id| *id != leader).nth(self.rng.random_range(0..n - 1)).unwrap_or(node);
@@ -231,6 +247,10 @@ impl Nemesis {
             Fault::ClockSkew { node, .. } => c.skew_clock(*node, 0).await,
             Fault::Membership { node, removed: true } => c.readd_member(*node).await,
             Fault::Membership { removed: false, .. } => {}
+            Fault::RingLeave { node, left: true } => {
+                c.ring_leave(*node, false).await;
+            }
+            Fault::RingLeave { left: false, .. } => {}
         }
     }
 }

@@ -333,5 +333,12 @@ fn public_routes(h: RingHandle) -> Router {
                 Ok::<_, ApiError>(axum::Json(serde_json::json!({"left": true})))
             }),
         )
+        .route(
+            "/v1/ring/rejoin",
+            post(|State(h): State<RingHandle>| async move {
+                h.membership().set_left(false).map_err(wire_err)?;
+                Ok::<_, ApiError>(axum::Json(serde_json::json!({"left": false})))
+            }),
+        )
         .with_state(h)
 }
