@@ -90,6 +90,20 @@ impl Ring {
         r
     }
 
+    /// One more node, joining through node 1.
+    async fn add(&mut self) -> usize {
+        let id = self.nodes.len() + 1;
+        let mut spec =
+            NodeSpec::new(EXE, self.dir.path().join(format!("node-{id}"))).arg("--node-id").arg(id.to_string());
+        for a in RING_ARGS {
+            spec = spec.arg(a);
+        }
+        spec = spec.arg("--join").arg(self.nodes[0].as_ref().unwrap().http_addr.clone());
+        self.specs.push(spec.clone());
+        self.nodes.push(Some(NodeProcess::start(spec, START_TIMEOUT).await.unwrap()));
+        id
+    }
+
     fn url(&self, id: usize) -> String {
         self.nodes[id - 1].as_ref().unwrap().url()
     }
@@ -289,4 +303,40 @@ async fn concurrent_writers_make_siblings_and_a_write_that_saw_both_resolves_the
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_quorum")), "{b}");
     let (s, b) = send(client().put(format!("{}/v1/kv/keys/cart", r.url(1))).header("x-context", "%%%").body("x")).await;
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_context")), "{b}");
+}
+
+/// A node joins and another leaves while writes go on: every acknowledged key stays readable,
+/// and in the end each key sits on exactly its three home replicas — none on the node that left.
+#[tokio::test]
+async fn a_node_joins_and_another_leaves_under_load() {
+    let mut r = Ring::start(3).await;
+    let addr1 = r.resp_addr(1).await;
+    let mut acked = BTreeMap::new();
+    for i in 0..160u32 {
+        if i == 40 {
+            let id = r.add().await;
+            assert_eq!(id, 4);
+            r.wait_alive(4).await;
+        }
+        if i == 100 {
+            let (s, b) = send(client().post(format!("{}/v1/ring/leave", r.url(2)))).await;
+            assert_eq!(s, 200, "{b}");
+        }
+        let (k, v) = (format!("m{}", i % 70), format!("v{i}"));
+        if set(&addr1, &k, &v).await {
+            acked.insert(k, v);
+        }
+    }
+    assert_eq!(acked.len(), 70, "every write succeeds through a join and a leave");
+    let addr4 = r.resp_addr(4).await;
+    for (k, v) in &acked {
+        assert_eq!(get(&addr1, k).await.as_deref(), Some(v.as_str()), "{k} via node 1");
+        assert_eq!(get(&addr4, k).await.as_deref(), Some(v.as_str()), "{k} via node 4");
+    }
+    wait("every key on exactly 3 nodes, none on the node that left", || async {
+        let c = holders(&r).await;
+        let on_2 = r.local_keys(2).await;
+        c.len() == acked.len() && on_2.is_empty() && c.values().all(|n| *n == 3)
+    })
+    .await;
 }
