@@ -11,19 +11,20 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
-
 use crate::hash::hash64;
 
 pub type NodeId = u64;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ring {
     partition_bits: u32,
     vnodes: u32,
     nodes: BTreeSet<NodeId>,
     /// (token, node), sorted.
     tokens: Vec<(u64, NodeId)>,
+    /// Each partition's whole preference list, computed when the membership changes (a
+    /// request looks its key's list up instead of walking the ring).
+    lists: Vec<Vec<NodeId>>,
 }
 
 impl Ring {
@@ -31,7 +32,7 @@ impl Ring {
     pub fn new(partition_bits: u32, vnodes: u32) -> Self {
         assert!((1..=16).contains(&partition_bits), "partition_bits must be 1..=16");
         assert!(vnodes >= 1, "vnodes must be at least 1");
-        Self { partition_bits, vnodes, nodes: BTreeSet::new(), tokens: Vec::new() }
+        Self { partition_bits, vnodes, nodes: BTreeSet::new(), tokens: Vec::new(), lists: Vec::new() }
     }
 
     pub fn with_nodes(partition_bits: u32, vnodes: u32, nodes: impl IntoIterator<Item = NodeId>) -> Self {
@@ -53,12 +54,19 @@ impl Ring {
         if self.nodes.insert(node) {
             self.tokens.extend((0..self.vnodes).map(|i| (Self::token(node, i), node)));
             self.tokens.sort_unstable();
+            self.rebuild();
         }
+    }
+
+    fn rebuild(&mut self) {
+        let n = self.nodes.len();
+        self.lists = (0..self.partitions()).map(|p| self.walk_tokens(p).take(n).collect()).collect();
     }
 
     pub fn remove(&mut self, node: NodeId) {
         if self.nodes.remove(&node) {
             self.tokens.retain(|(_, n)| *n != node);
+            self.rebuild();
         }
     }
 
@@ -92,6 +100,10 @@ impl Ring {
     /// Distinct nodes clockwise from the partition's point: its preference list, as long as
     /// there are nodes.
     pub fn walk(&self, partition: u32) -> impl Iterator<Item = NodeId> + '_ {
+        self.lists.get(partition as usize).into_iter().flatten().copied()
+    }
+
+    fn walk_tokens(&self, partition: u32) -> impl Iterator<Item = NodeId> + '_ {
         let start = self.tokens.partition_point(|(t, _)| *t < self.point(partition));
         let len = self.tokens.len();
         let mut seen = BTreeSet::new();
