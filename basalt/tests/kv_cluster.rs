@@ -53,7 +53,9 @@ struct Ring {
     specs: Vec<NodeSpec>,
 }
 
-const RING_ARGS: [&str; 14] = [
+const RING_ARGS: [&str; 16] = [
+    "--set",
+    "engines.ring.tombstone_grace_ms=300",
     "--set",
     "engines.consensus.enabled=false",
     "--set",
@@ -339,4 +341,59 @@ async fn a_node_joins_and_another_leaves_under_load() {
         c.len() == acked.len() && on_2.is_empty() && c.values().all(|n| *n == 3)
     })
     .await;
+}
+
+async fn ring_status(r: &Ring, id: usize) -> serde_json::Value {
+    send(client().get(format!("{}/v1/ring", r.url(id)))).await.1
+}
+
+/// A deleted key's tombstone is collected only when every member holds it (or nothing): while
+/// a node that still has the old value is paused, nothing is collected; once it is back and
+/// has the tombstone, the key disappears from every replica — and stays deleted.
+#[tokio::test]
+async fn tombstones_are_collected_only_when_every_member_has_them() {
+    let r = Ring::start(3).await;
+    let addr1 = r.resp_addr(1).await;
+    // A key whose deciding replica (the first home replica) is not the node we pause.
+    let mut gone = String::new();
+    for i in 0.. {
+        gone = format!("gone{i}");
+        let (_, p) = send(client().get(format!("{}/v1/ring/placement/{gone}", r.url(1)))).await;
+        if p["home"][0] != 3 {
+            break;
+        }
+    }
+    let gone = gone.as_str();
+    assert!(set(&addr1, gone, "old").await && set(&addr1, "kept", "v").await);
+    for id in 1..=3 {
+        wait("both keys on every replica", || async { ring_status(&r, id).await["stored_objects"] == 2 }).await;
+    }
+    r.nodes[2].as_ref().unwrap().pause().unwrap();
+    let mut c = Redis::connect(&addr1).await.unwrap();
+    assert_eq!(c.cmd(&["DEL", gone]).await.unwrap(), Frame::Integer(1));
+    assert_eq!(get(&addr1, gone).await, None);
+    // The decider finds the tombstone due, twice, and is blocked by node 3 both times…
+    let (_, p) = send(client().get(format!("{}/v1/ring/placement/{gone}", r.url(1)))).await;
+    let decider = p["home"][0].as_u64().unwrap() as usize;
+    let blocked = |v: serde_json::Value| v["repair"]["tombstones_blocked"].as_u64().unwrap_or(0);
+    wait("two blocked collection rounds", || async { blocked(ring_status(&r, decider).await) >= 2 }).await;
+    // …so the tombstone is still there on the nodes that are up.
+    for id in [1, 2] {
+        assert_eq!(ring_status(&r, id).await["stored_objects"], 2, "node {id} collected too early");
+    }
+    r.nodes[2].as_ref().unwrap().resume().unwrap();
+    for id in 1..=3 {
+        wait("the tombstone collected everywhere", || async { ring_status(&r, id).await["stored_objects"] == 1 }).await;
+    }
+    let mut collected = 0;
+    for id in 1..=3 {
+        collected += ring_status(&r, id).await["repair"]["tombstones_collected"].as_u64().unwrap();
+    }
+    assert!(collected >= 1);
+    // The old value never comes back, and the other key is untouched.
+    for id in 1..=3 {
+        let a = r.resp_addr(id).await;
+        assert_eq!(get(&a, gone).await, None, "node {id}");
+        assert_eq!(get(&a, "kept").await.as_deref(), Some("v"));
+    }
 }

@@ -17,7 +17,9 @@ use crate::coordinator::{
     ACTOR_KEY, Coordinator, MERGE, MergeReq, PUT, PutReq, Quorum, READ, ReadReq, RingError, UPDATE, UpdateReq,
 };
 use crate::membership::{MemberInfo, Membership};
-use crate::repair::{AE_EXCHANGE, AE_ROOTS, ExchangeReq, HANDOFF, Objects, RepairStats, Repairer, RootsReq};
+use crate::repair::{
+    AE_EXCHANGE, AE_ROOTS, ExchangeReq, GC_CHECK, GC_PURGE, GcReq, HANDOFF, Objects, RepairStats, Repairer, RootsReq,
+};
 use crate::replica::Replica;
 
 pub const GOSSIP: &str = "/ring/gossip";
@@ -41,6 +43,8 @@ pub struct RingConfig {
     /// Anti-entropy round interval.
     pub ae_ms: u64,
     pub request_timeout_ms: u64,
+    /// How long the decider must have seen a tombstone unchanged before it may collect it.
+    pub tombstone_grace_ms: u64,
 }
 
 impl Default for RingConfig {
@@ -56,6 +60,7 @@ impl Default for RingConfig {
             handoff_ms: 1000,
             ae_ms: 5000,
             request_timeout_ms: 2000,
+            tombstone_grace_ms: 60_000,
         }
     }
 }
@@ -148,8 +153,13 @@ impl Engine for RingEngine {
             updaters: Default::default(),
             meta,
         });
-        let repairer =
-            Arc::new(Repairer { coord: coord.clone(), n: config.n, stats: Mutex::new(RepairStats::default()) });
+        let repairer = Arc::new(Repairer {
+            coord: coord.clone(),
+            n: config.n,
+            stats: Mutex::new(RepairStats::default()),
+            tombstone_grace: Duration::from_millis(config.tombstone_grace_ms),
+            tombstones: Mutex::default(),
+        });
         let handle = RingHandle { coord, repairer, config };
         ctx.extensions.insert(Arc::new(handle.clone()));
         self.handle = Some(handle);
@@ -283,6 +293,14 @@ fn peer_routes(h: RingHandle) -> Router {
             }),
         )
         .route(
+            GC_CHECK,
+            post(|State(h): State<RingHandle>, Wire(r): Wire<GcReq>| async move { Wire(h.repairer.gc_check(&r)) }),
+        )
+        .route(
+            GC_PURGE,
+            post(|State(h): State<RingHandle>, Wire(r): Wire<GcReq>| async move { Wire(h.repairer.purge(&r).await) }),
+        )
+        .route(
             AE_ROOTS,
             post(|State(h): State<RingHandle>, Wire(r): Wire<RootsReq>| async move { Wire(h.repairer.roots(r)) }),
         )
@@ -316,6 +334,18 @@ fn public_routes(h: RingHandle) -> Router {
                     "node_id": m.me, "actor": format!("{:016x}", h.coord.actor()), "members": members,
                     "partitions": ring.partitions(), "n": h.config.n, "r": h.config.r, "w": h.config.w,
                     "partitions_held": h.coord.replica.partitions_held().len(), "repair": stats,
+                    "stored_objects": h.coord.replica.all().map(|a| a.len()).unwrap_or(0),
+                }))
+            }),
+        )
+        .route(
+            "/v1/ring/placement/{*key}",
+            get(|State(h): State<RingHandle>, axum::extract::Path(key): axum::extract::Path<String>| async move {
+                let ring = h.membership().ring();
+                let p = ring.partition_of(basalt_ring::hash::hash64(key.as_bytes()));
+                let list: Vec<u64> = ring.walk(p).collect();
+                axum::Json(serde_json::json!({
+                    "key": key, "partition": p, "home": &list[..list.len().min(h.config.n)], "preference_list": list,
                 }))
             }),
         )

@@ -78,6 +78,12 @@ impl Replica {
         (hash64(key) >> (64 - self.partition_bits)) as u32
     }
 
+    /// The stored object, if any (an empty object is not stored).
+    pub fn get_stored(&self, key: &[u8]) -> anyhow::Result<Option<Obj>> {
+        let p = self.partition_of(key);
+        self.ns.get(store_key(p, key))?.map(|b| decode(&b)).transpose()
+    }
+
     pub fn get(&self, key: &[u8]) -> anyhow::Result<Obj> {
         let p = self.partition_of(key);
         Ok(match self.ns.get(store_key(p, key))? {

@@ -38,9 +38,15 @@ impl Updater for KvUpdater {
             at = Hlc { wall_ms: c.at.wall_ms, logical: c.at.logical + 1, node: at.node };
         }
         let (new, reply) = model::apply(cur, &arg.op, arg.now_ms, at)?;
+        // A delete is a ring tombstone (collectable once every replica has it); it supersedes
+        // what this replica holds, and a write it never saw survives it.
         if let Some(e) = new {
             let ctx = obj.vv.clone();
-            obj.write(actor, &ctx, Some(postcard::to_allocvec(&e).map_err(|e| e.to_string())?));
+            let value = match e.data {
+                None => None,
+                Some(_) => Some(postcard::to_allocvec(&e).map_err(|e| e.to_string())?),
+            };
+            obj.write(actor, &ctx, value);
         }
         postcard::to_allocvec(&reply).map_err(|e| e.to_string())
     }
