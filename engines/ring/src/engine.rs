@@ -37,7 +37,9 @@ pub struct RingConfig {
     pub r: usize,
     pub w: usize,
     pub gossip_ms: u64,
-    /// A member whose heartbeat has not risen for this long is treated as down.
+    /// Phi-accrual: a member is treated as down once the suspicion passes this…
+    pub phi_threshold: f64,
+    /// …or, at the latest, once its heartbeat has not risen for this long.
     pub suspect_ms: u64,
     pub handoff_ms: u64,
     /// Anti-entropy round interval.
@@ -56,7 +58,8 @@ impl Default for RingConfig {
             r: 2,
             w: 2,
             gossip_ms: 200,
-            suspect_ms: 2000,
+            phi_threshold: 5.0,
+            suspect_ms: 5000,
             handoff_ms: 1000,
             ae_ms: 5000,
             request_timeout_ms: 2000,
@@ -142,7 +145,7 @@ impl Engine for RingEngine {
             meta.clone(),
             config.partition_bits,
             config.vnodes,
-            Duration::from_millis(config.suspect_ms),
+            (Duration::from_millis(config.suspect_ms), config.phi_threshold, Duration::from_millis(config.gossip_ms)),
         )?);
         let coord = Arc::new(Coordinator {
             membership,

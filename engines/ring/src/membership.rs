@@ -2,8 +2,12 @@
 //!
 //! Every node keeps a table of members (id, addresses, a heartbeat counter, whether it left).
 //! Each round (every `gossip_ms`) a node bumps its own heartbeat and exchanges its table with
-//! one random peer; both keep, per member, the entry with the higher heartbeat. A member whose
-//! heartbeat this node has not seen rise for `suspect_ms` is considered down: it stays in the
+//! one random peer; both keep, per member, the entry with the higher heartbeat. Failure
+//! detection is phi-accrual (Hayashibara et al.) over the times this node sees each member's
+//! heartbeat rise: with the mean interval learned per member, the suspicion after `t` ms of
+//! silence is `phi = t / mean · log10(e)` (an exponential model), and a member is down once phi
+//! passes `phi_threshold` — or, whatever the history, after `suspect_ms` of silence. A down
+//! member stays in the
 //! ring (its data is still its own), but requests route around it to the next nodes of the
 //! preference list (sloppy quorum). A member that leaves is marked `left` and its partitions
 //! move to the others. Heartbeats are wall-clock milliseconds (never going back), so a node
@@ -31,15 +35,32 @@ pub struct MemberInfo {
 
 struct Inner {
     members: BTreeMap<NodeId, MemberInfo>,
-    /// When this node last saw each member's heartbeat rise.
-    seen: BTreeMap<NodeId, Instant>,
+    /// When this node last saw each member's heartbeat rise, and the mean interval between.
+    seen: BTreeMap<NodeId, Arrivals>,
     ring: Arc<Ring>,
+}
+
+/// Heartbeat arrivals of one member, as this node saw them.
+#[derive(Debug, Clone, Copy)]
+struct Arrivals {
+    last: Instant,
+    mean_ms: f64,
+}
+
+impl Arrivals {
+    /// Suspicion that the member is down, after the silence since its last heartbeat.
+    fn phi(&self) -> f64 {
+        self.last.elapsed().as_secs_f64() * 1000.0 / self.mean_ms.max(1.0) * std::f64::consts::LOG10_E
+    }
 }
 
 pub struct Membership {
     pub me: NodeId,
     inner: Mutex<Inner>,
     suspect: Duration,
+    phi_threshold: f64,
+    /// The first guess of a member's heartbeat interval (the gossip interval).
+    interval: Duration,
     partition_bits: u32,
     vnodes: u32,
     ns: Namespace,
@@ -57,8 +78,9 @@ impl Membership {
         ns: Namespace,
         partition_bits: u32,
         vnodes: u32,
-        suspect: Duration,
+        detector: (Duration, f64, Duration),
     ) -> anyhow::Result<Self> {
+        let (suspect, phi_threshold, interval) = detector;
         let mut members: BTreeMap<NodeId, MemberInfo> = match ns.get(TABLE_KEY)? {
             Some(b) => serde_json::from_slice(&b)?,
             None => BTreeMap::new(),
@@ -72,6 +94,8 @@ impl Membership {
             me: id,
             inner: Mutex::new(Inner { members, seen: BTreeMap::new(), ring }),
             suspect,
+            phi_threshold,
+            interval,
             partition_bits,
             vnodes,
             ns,
@@ -112,7 +136,8 @@ impl Membership {
             return true;
         }
         let g = self.lock();
-        g.members.get(&id).is_some_and(|m| !m.left) && g.seen.get(&id).is_some_and(|t| t.elapsed() < self.suspect)
+        g.members.get(&id).is_some_and(|m| !m.left)
+            && g.seen.get(&id).is_some_and(|a| a.last.elapsed() < self.suspect && a.phi() < self.phi_threshold)
     }
 
     /// A new heartbeat for this node (once per gossip round).
@@ -162,7 +187,20 @@ impl Membership {
                 }
                 let newer = g.members.get(&r.node_id).is_none_or(|m| r.heartbeat > m.heartbeat);
                 if newer {
-                    g.seen.insert(r.node_id, Instant::now());
+                    let now = Instant::now();
+                    let first = self.interval.as_secs_f64() * 1000.0;
+                    let a = match g.seen.get(&r.node_id) {
+                        // A moving average of the intervals, so the detector adapts to the load.
+                        Some(a) => {
+                            let gap = now.duration_since(a.last).as_secs_f64() * 1000.0;
+                            Arrivals {
+                                last: now,
+                                mean_ms: 0.9 * a.mean_ms + 0.1 * gap.min(self.suspect.as_secs_f64() * 1000.0),
+                            }
+                        }
+                        None => Arrivals { last: now, mean_ms: first },
+                    };
+                    g.seen.insert(r.node_id, a);
                     g.members.insert(r.node_id, r);
                 }
             }
@@ -182,5 +220,22 @@ impl Membership {
     /// Peers to gossip with: every other member that has not left.
     pub fn peers(&self) -> Vec<MemberInfo> {
         self.lock().members.values().filter(|m| m.node_id != self.me && !m.left).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suspicion_grows_with_silence_and_with_a_steadier_history() {
+        let ago = |ms| Instant::now() - Duration::from_millis(ms);
+        let steady = Arrivals { last: ago(1000), mean_ms: 100.0 };
+        let slow = Arrivals { last: ago(1000), mean_ms: 500.0 };
+        let recent = Arrivals { last: ago(100), mean_ms: 100.0 };
+        assert!(steady.phi() > slow.phi(), "the same silence is more suspicious from a chatty member");
+        assert!(steady.phi() > recent.phi());
+        // t / mean · log10(e): 10 intervals of silence ≈ 4.3.
+        assert!((steady.phi() - 4.34).abs() < 0.2, "{}", steady.phi());
     }
 }
