@@ -74,13 +74,17 @@ const RING_ARGS: [&str; 16] = [
 
 impl Ring {
     async fn start(n: usize) -> Self {
+        Self::start_with(n, &[]).await
+    }
+
+    async fn start_with(n: usize, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Ring { dir, nodes: Vec::new(), specs: Vec::new() };
         for id in 1..=n {
             let mut spec =
                 NodeSpec::new(EXE, r.dir.path().join(format!("node-{id}"))).arg("--node-id").arg(id.to_string());
-            for a in RING_ARGS {
-                spec = spec.arg(a);
+            for a in RING_ARGS.iter().chain(extra) {
+                spec = spec.arg(*a);
             }
             if let Some(first) = r.nodes.first().and_then(|n| n.as_ref()) {
                 spec = spec.arg("--join").arg(first.http_addr.clone());
@@ -395,5 +399,41 @@ async fn tombstones_are_collected_only_when_every_member_has_them() {
         let a = r.resp_addr(id).await;
         assert_eq!(get(&a, gone).await, None, "node {id}");
         assert_eq!(get(&a, "kept").await.as_deref(), Some("v"));
+    }
+}
+
+/// Namespaces choose their own quorums: `strict:` keys need all three replicas, `cache:` keys
+/// one; other keys the ring's R=W=2.
+#[tokio::test]
+async fn namespaces_have_their_own_quorums() {
+    let extra = [
+        "--set",
+        "systems.kv.namespaces.strict.r=1",
+        "--set",
+        "systems.kv.namespaces.strict.w=3",
+        "--set",
+        "systems.kv.namespaces.cache.r=1",
+        "--set",
+        "systems.kv.namespaces.cache.w=1",
+    ];
+    let mut r = Ring::start_with(3, &extra).await;
+    let addr1 = r.resp_addr(1).await;
+    assert!(set(&addr1, "strict:a", "1").await, "all three up: a strict write succeeds");
+    r.kill9(3);
+    r.wait_alive(2).await;
+    let mut c = Redis::connect(&addr1).await.unwrap();
+    match c.cmd(&["SET", "strict:b", "1"]).await.unwrap() {
+        Frame::Error(e) => assert!(e.starts_with("CLUSTERDOWN") && e.contains("needed 3"), "{e}"),
+        other => panic!("a strict write with a replica down must fail: {other:?}"),
+    }
+    assert!(set(&addr1, "plain", "1").await, "W=2 of 3 with one down");
+    assert_eq!(get(&addr1, "strict:a").await.as_deref(), Some("1"), "R=1");
+    r.kill9(2);
+    r.wait_alive(1).await;
+    assert!(set(&addr1, "cache:x", "1").await, "W=1 with two down");
+    assert_eq!(get(&addr1, "cache:x").await.as_deref(), Some("1"));
+    match c.cmd(&["GET", "plain"]).await.unwrap() {
+        Frame::Error(e) => assert!(e.starts_with("CLUSTERDOWN"), "{e}"),
+        other => panic!("R=2 with two down must fail: {other:?}"),
     }
 }

@@ -49,8 +49,8 @@ struct QuorumParams {
     w: Option<usize>,
 }
 
-fn quorum(s: &KvService, p: &QuorumParams) -> Result<Quorum, ApiError> {
-    let d = s.quorum();
+fn quorum(s: &KvService, key: &str, p: &QuorumParams) -> Result<Quorum, ApiError> {
+    let d = s.quorum(key.as_bytes());
     let q = Quorum { n: d.n, r: p.r.unwrap_or(d.r), w: p.w.unwrap_or(d.w) };
     q.check().map_err(|e| ApiError::bad_request("invalid_quorum", e.to_string()))?;
     Ok(q)
@@ -95,7 +95,7 @@ async fn read(State(s): Svc, Path(key): Path<String>, Query(p): Query<QuorumPara
     if p.w.is_some() {
         return Err(ApiError::bad_request("invalid_quorum", "a read takes r, not w"));
     }
-    let q = quorum(&s, &p)?;
+    let q = quorum(&s, &key, &p)?;
     let obj = s.ring.coord.get(key.as_bytes(), q).await.map_err(ring_api)?;
     let status = if obj.is_deleted() { StatusCode::NOT_FOUND } else { StatusCode::OK };
     Ok((status, axum::Json(view(&key, &obj))).into_response())
@@ -119,7 +119,7 @@ async fn write(
     if p.r.is_some() {
         return Err(ApiError::bad_request("invalid_quorum", "a write takes w, not r"));
     }
-    let q = quorum(s, p)?;
+    let q = quorum(s, key, p)?;
     let ctx = context(h)?;
     let at = s.stamp();
     let entry = Entry { at, expires_at_ms: None, data };

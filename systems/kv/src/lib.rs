@@ -32,11 +32,19 @@ pub struct KvSettings {
     pub max_bulk_len: usize,
     /// The most arguments one command may have.
     pub max_args: usize,
+    /// Read and write quorums per namespace (keys named `<namespace>:…`), e.g.
+    /// `[systems.kv.namespaces.cache] r = 1, w = 1`. N is the ring's for every namespace.
+    pub namespaces: std::collections::BTreeMap<String, service::NamespaceQuorum>,
 }
 
 impl Default for KvSettings {
     fn default() -> Self {
-        Self { resp_addr: "127.0.0.1:6380".into(), max_bulk_len: 512 * 1024 * 1024, max_args: 1024 * 1024 }
+        Self {
+            resp_addr: "127.0.0.1:6380".into(),
+            max_bulk_len: 512 * 1024 * 1024,
+            max_args: 1024 * 1024,
+            namespaces: Default::default(),
+        }
     }
 }
 
@@ -53,13 +61,23 @@ impl System for KvSystem {
             .parse::<std::net::SocketAddr>()
             .map_err(|_| anyhow::anyhow!("systems.kv.resp_addr must be IP:PORT, not `{}`", config.resp_addr))?;
         anyhow::ensure!(config.max_bulk_len >= 1 && config.max_args >= 1, "systems.kv limits must be at least 1");
+        for (name, q) in &config.namespaces {
+            anyhow::ensure!(
+                !name.is_empty() && !name.contains(':') && q.r >= 1 && q.w >= 1,
+                "systems.kv.namespaces.{name}: a name without `:`, and r and w of at least 1"
+            );
+        }
         Ok(())
     }
 
     fn start(ctx: &mut SystemContext<'_>, config: KvSettings) -> anyhow::Result<axum::Router> {
         let ring: Arc<RingHandle> = ctx.engine::<RingHandle>().context("the kv system needs the ring engine")?;
         let identity = ctx.identity.clone().context("the kv system needs the node's identity")?;
-        let svc = service::KvService::new((*ring).clone(), identity.node_id, ctx.clock.clone());
+        for (name, q) in &config.namespaces {
+            let n = ring.config.n;
+            anyhow::ensure!(q.r <= n && q.w <= n, "systems.kv.namespaces.{name}: r and w must be at most n = {n}");
+        }
+        let svc = service::KvService::new((*ring).clone(), identity.node_id, ctx.clock.clone(), config.namespaces);
         let std_listener = std::net::TcpListener::bind(&config.resp_addr)
             .with_context(|| format!("binding the RESP listener on {}", config.resp_addr))?;
         std_listener.set_nonblocking(true)?;

@@ -52,24 +52,45 @@ impl Updater for KvUpdater {
     }
 }
 
+/// A namespace's own read and write quorums (`systems.kv.namespaces.<name> = {r, w}`): for
+/// keys named `<name>:…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceQuorum {
+    pub r: usize,
+    pub w: usize,
+}
+
 pub struct KvService {
     pub ring: RingHandle,
+    pub namespaces: std::collections::BTreeMap<String, NamespaceQuorum>,
     hlc: Mutex<HlcClock>,
     clock: basalt_runtime::Clock,
 }
 
 impl KvService {
-    pub fn new(ring: RingHandle, node_id: u64, clock: basalt_runtime::Clock) -> Arc<Self> {
+    pub fn new(
+        ring: RingHandle,
+        node_id: u64,
+        clock: basalt_runtime::Clock,
+        namespaces: std::collections::BTreeMap<String, NamespaceQuorum>,
+    ) -> Arc<Self> {
         ring.coord.register(UPDATER, Arc::new(KvUpdater));
-        Arc::new(Self { ring, hlc: Mutex::new(HlcClock::new(node_id)), clock })
+        Arc::new(Self { ring, namespaces, hlc: Mutex::new(HlcClock::new(node_id)), clock })
     }
 
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 
-    pub fn quorum(&self) -> Quorum {
-        self.ring.quorum()
+    /// The quorum for `key`: its namespace's (the part before the first `:`), else the ring's.
+    pub fn quorum(&self, key: &[u8]) -> Quorum {
+        let q = self.ring.quorum();
+        let ns = key.iter().position(|b| *b == b':').map(|i| &key[..i]);
+        match ns.and_then(|n| std::str::from_utf8(n).ok()).and_then(|n| self.namespaces.get(n)) {
+            Some(nq) => Quorum { n: q.n, r: nq.r, w: nq.w },
+            None => q,
+        }
     }
 
     /// A timestamp for a write coordinated through this node.
@@ -83,13 +104,13 @@ impl KvService {
         let at = self.stamp();
         let arg =
             postcard::to_allocvec(&UpdateArg { op, now_ms, at }).map_err(|e| RingError::Internal(e.to_string()))?;
-        let bytes = self.ring.coord.update(UPDATER, key, &arg, self.quorum()).await?;
+        let bytes = self.ring.coord.update(UPDATER, key, &arg, self.quorum(key)).await?;
         postcard::from_bytes(&bytes).map_err(|e| RingError::Internal(e.to_string()))
     }
 
     /// The key's current entry, if it exists now.
     pub async fn read(&self, key: &[u8]) -> Result<Option<Entry>, RingError> {
-        let obj = self.ring.coord.get(key, self.quorum()).await?;
+        let obj = self.ring.coord.get(key, self.quorum(key)).await?;
         let entries = decode_entries(&obj);
         let now = self.now_ms();
         if let Some(e) = model::resolve(&entries) {
