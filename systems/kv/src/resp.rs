@@ -57,30 +57,79 @@ async fn connection(mut sock: TcpStream, svc: Arc<KvService>, limits: Limits) ->
         if sock.read_buf(&mut buf).await? == 0 {
             return Ok(());
         }
+        // Every complete request in what has arrived (a pipeline), and a protocol error if the
+        // bytes after them are bad.
+        let mut batch = Vec::new();
+        let mut bad = None;
         loop {
             match parse_request_split(&mut buf, &limits) {
-                Ok(Some(args)) => {
-                    if args.is_empty() {
-                        continue;
-                    }
-                    let reply = execute(&svc, &mut conn, args).await;
-                    encode(&reply, conn.proto, &mut out);
-                    if conn.quit {
-                        sock.write_all(&out).await?;
-                        return Ok(());
-                    }
-                }
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => batch.push(args),
                 Ok(None) => break,
                 Err(e) => {
-                    encode(&Frame::err(e.to_string()), conn.proto, &mut out);
-                    sock.write_all(&out).await?;
-                    return Ok(());
+                    bad = Some(e);
+                    break;
                 }
             }
+        }
+        let mut i = 0;
+        while i < batch.len() {
+            // A run of reads has no effects to order: it runs concurrently. Everything else
+            // runs one at a time, in order, as Redis does.
+            let run = batch[i..].iter().take_while(|a| read_only(&a[0])).count();
+            if run > 1 {
+                let proto = conn.proto;
+                let futs = batch[i..i + run].iter().map(|args| {
+                    let svc = svc.clone();
+                    let mut c = Conn { proto, id: conn.id, ..Conn::default() };
+                    async move { execute(&svc, &mut c, args.clone()).await }
+                });
+                for reply in futures_util::future::join_all(futs).await {
+                    encode(&reply, conn.proto, &mut out);
+                }
+                i += run;
+                continue;
+            }
+            let reply = execute(&svc, &mut conn, batch[i].clone()).await;
+            encode(&reply, conn.proto, &mut out);
+            i += 1;
+            if conn.quit {
+                sock.write_all(&out).await?;
+                return Ok(());
+            }
+        }
+        if let Some(e) = bad {
+            encode(&Frame::err(e.to_string()), conn.proto, &mut out);
+            sock.write_all(&out).await?;
+            return Ok(());
         }
         if !out.is_empty() {
             sock.write_all(&out).await?;
             out.clear();
         }
     }
+}
+
+/// Commands without effects, safe to run concurrently within a pipeline.
+fn read_only(cmd: &[u8]) -> bool {
+    const READS: [&[u8]; 17] = [
+        b"GET",
+        b"MGET",
+        b"EXISTS",
+        b"STRLEN",
+        b"TTL",
+        b"PTTL",
+        b"TYPE",
+        b"HGET",
+        b"HMGET",
+        b"HGETALL",
+        b"HLEN",
+        b"ZSCORE",
+        b"ZCARD",
+        b"ZRANK",
+        b"ZREVRANK",
+        b"ZRANGE",
+        b"ZREVRANGE",
+    ];
+    READS.iter().any(|r| r.eq_ignore_ascii_case(cmd))
 }
