@@ -437,3 +437,48 @@ async fn namespaces_have_their_own_quorums() {
         other => panic!("R=2 with two down must fail: {other:?}"),
     }
 }
+
+/// INCR through every node at once — and with the first home replica cut off from another
+/// node, so two replicas coordinate increments of the same key concurrently: every increment
+/// counts, on every node.
+#[tokio::test]
+async fn concurrent_increments_through_different_coordinators_all_count() {
+    let r = Ring::start(3).await;
+    let (_, p) = send(client().get(format!("{}/v1/ring/placement/hits", r.url(1)))).await;
+    let home: Vec<usize> = p["home"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    // The second home replica cannot reach the first: it coordinates increments itself, while
+    // the first coordinates those sent to it and to the third node.
+    for (me, other) in [(home[0], home[1]), (home[1], home[0])] {
+        let body = serde_json::json!({"peers": {other.to_string(): {"drop_out": true, "drop_in": true}}});
+        let (s, b) = send(client().put(format!("{}/v1/node/faults", r.url(me))).json(&body)).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let mut tasks = Vec::new();
+    for id in 1..=3 {
+        let addr = r.resp_addr(id).await;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Redis::connect(&addr).await.unwrap();
+            let mut acked = 0;
+            for _ in 0..40 {
+                if matches!(c.cmd(&["INCR", "hits"]).await.unwrap(), Frame::Integer(_)) {
+                    acked += 1;
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = 0;
+    for t in tasks {
+        acked += t.await.unwrap();
+    }
+    assert_eq!(acked, 120, "W=2 is reachable from every node");
+    for id in 1..=3 {
+        let (s, b) =
+            send(client().put(format!("{}/v1/node/faults", r.url(id))).json(&serde_json::json!({"peers": {}}))).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    for id in 1..=3 {
+        let addr = r.resp_addr(id).await;
+        wait("every increment counted", || async { get(&addr, "hits").await.as_deref() == Some("120") }).await;
+    }
+}

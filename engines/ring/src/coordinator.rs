@@ -216,17 +216,18 @@ impl Coordinator {
         self.updaters.write().unwrap_or_else(|e| e.into_inner()).insert(name.into(), u);
     }
 
-    /// Run the updater `name` on `key` at a home replica (here, or forwarded to the first live
-    /// one), replicated to W. Answers the updater's reply.
+    /// Run the updater `name` on `key` at the first live home replica (here, or forwarded), so
+    /// one replica orders a key's read-modify-writes while it is up; if it cannot be reached,
+    /// the next live home replica takes over. Replicated to W. Answers the updater's reply.
     pub async fn update(self: &Arc<Self>, name: &str, key: &[u8], arg: &[u8], q: Quorum) -> Result<Vec<u8>, RingError> {
         q.check()?;
         let q = self.effective(q);
-        let home = self.home(key, q.n);
-        if home.contains(&self.membership.me) {
-            return self.coordinate_update(name, key, arg, q).await;
-        }
+        let me = self.membership.me;
         let req = UpdateReq { updater: name.into(), key: key.to_vec(), arg: arg.to_vec(), quorum: q };
-        for h in home.into_iter().filter(|h| self.membership.alive(*h)) {
+        for h in self.home(key, q.n).into_iter().filter(|h| self.membership.alive(*h)) {
+            if h == me {
+                return self.coordinate_update(name, key, arg, q).await;
+            }
             match self.call::<_, Result<Vec<u8>, RingError>>(h, UPDATE, &req).await {
                 Ok(r) => return r,
                 Err(e) => tracing::debug!(peer = h, error = %e, "ring: forwarding an update failed; trying the next"),

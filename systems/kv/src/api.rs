@@ -70,7 +70,9 @@ fn view(key: &str, obj: &Obj) -> serde_json::Value {
         .into_iter()
         .map(|e| {
             let value = match &e.data {
-                Some(Data::Str(s)) => serde_json::Value::String(String::from_utf8_lossy(s).into_owned()),
+                Some(d @ (Data::Str(_) | Data::Counter(_))) => {
+                    serde_json::Value::String(String::from_utf8_lossy(&d.as_str().unwrap_or_default()).into_owned())
+                }
                 Some(Data::Hash(h)) => h
                     .iter()
                     .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into()))

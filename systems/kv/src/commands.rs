@@ -180,9 +180,9 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
         // ---- strings
         "GET" => {
             need!(n == 1);
-            read(svc, &a[0], |d| match d {
-                Some(Data::Str(s)) => Frame::Bulk(s.clone().into()),
-                Some(_) => Frame::err(model::WRONGTYPE),
+            read(svc, &a[0], |d| match d.map(Data::as_str) {
+                Some(Some(s)) => Frame::Bulk(s.into_owned().into()),
+                Some(None) => Frame::err(model::WRONGTYPE),
                 None => Frame::Null,
             })
             .await
@@ -239,9 +239,9 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
         "MGET" => {
             need!(n >= 1);
             let futs = a.iter().map(|k| {
-                read(svc, k, |d| match d {
-                    Some(Data::Str(s)) => Frame::Bulk(s.clone().into()),
-                    _ => Frame::Null,
+                read(svc, k, |d| match d.and_then(Data::as_str) {
+                    Some(s) => Frame::Bulk(s.into_owned().into()),
+                    None => Frame::Null,
                 })
             });
             let out = futures_util::future::join_all(futs).await;
@@ -280,9 +280,9 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
         }
         "STRLEN" => {
             need!(n == 1);
-            read(svc, &a[0], |d| match d {
-                Some(Data::Str(s)) => Frame::Integer(s.len() as i64),
-                Some(_) => Frame::err(model::WRONGTYPE),
+            read(svc, &a[0], |d| match d.map(Data::as_str) {
+                Some(Some(s)) => Frame::Integer(s.len() as i64),
+                Some(None) => Frame::err(model::WRONGTYPE),
                 None => Frame::Integer(0),
             })
             .await
@@ -340,7 +340,7 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
             read(svc, &a[0], |d| {
                 Frame::Simple(
                     match d {
-                        Some(Data::Str(_)) => "string",
+                        Some(Data::Str(_) | Data::Counter(_)) => "string",
                         Some(Data::Hash(_)) => "hash",
                         Some(Data::ZSet(_)) => "zset",
                         None => "none",

@@ -8,6 +8,13 @@
 //! (`data: None`), so a delete and a concurrent write are ordered the same way everywhere.
 //! Every write runs on a home replica of the key and stamps its entry after the one it
 //! replaces.
+//!
+//! **Counters.** `INCR` and friends turn a string into a counter: a base (the value it had, and
+//! the stamp of the entry it came from) plus, per actor, the sums of its increments and
+//! decrements. Concurrent increments through different coordinators are siblings with the same
+//! base; they merge by taking each actor's largest sums — so no increment is lost, whichever
+//! order replicas meet in. A `SET` starts over (a new base, later stamp, wins as usual). To
+//! clients a counter is a string holding its number.
 
 use std::collections::BTreeMap;
 
@@ -17,9 +24,49 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Data {
     Str(Vec<u8>),
+    Counter(Counter),
     Hash(BTreeMap<Vec<u8>, Vec<u8>>),
     /// member → score.
     ZSet(BTreeMap<Vec<u8>, f64>),
+}
+
+/// A PN-counter over a base value: `base + Σ (incr − decr)` over actors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    pub base: i64,
+    /// The stamp of the entry the counter started from: siblings with the same origin merge.
+    pub origin: Hlc,
+    /// Per actor: (sum of increments, sum of decrements), both only growing.
+    pub sums: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Counter {
+    /// The number, or None when it does not fit an i64.
+    pub fn value(&self) -> Option<i64> {
+        let mut v = i128::from(self.base);
+        for (p, n) in self.sums.values() {
+            v += i128::from(*p) - i128::from(*n);
+        }
+        i64::try_from(v).ok()
+    }
+
+    fn merge(&mut self, other: &Counter) {
+        for (a, (p, n)) in &other.sums {
+            let e = self.sums.entry(*a).or_insert((0, 0));
+            *e = (e.0.max(*p), e.1.max(*n));
+        }
+    }
+}
+
+impl Data {
+    /// The bytes a string-typed value reads as (a counter reads as its number).
+    pub fn as_str(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Data::Str(s) => Some(std::borrow::Cow::Borrowed(s)),
+            Data::Counter(c) => Some(std::borrow::Cow::Owned(c.value().unwrap_or(0).to_string().into_bytes())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,9 +149,21 @@ pub enum Reply {
     Double(f64),
 }
 
-/// The current entry of a key among its siblings: the highest stamp.
-pub fn resolve<'a>(siblings: impl IntoIterator<Item = &'a Entry>) -> Option<&'a Entry> {
-    siblings.into_iter().max_by_key(|e| e.at)
+/// The current entry of a key among its siblings: the highest stamp — with, when that is a
+/// counter, every sibling counter of the same origin merged in (no increment is lost).
+pub fn resolve<'a>(siblings: impl IntoIterator<Item = &'a Entry> + Clone) -> Option<Entry> {
+    let top = siblings.clone().into_iter().max_by_key(|e| e.at)?;
+    let mut out = top.clone();
+    if let Some(Data::Counter(c)) = &mut out.data {
+        for e in siblings {
+            if let Some(Data::Counter(o)) = &e.data
+                && o.origin == c.origin
+            {
+                c.merge(o);
+            }
+        }
+    }
+    Some(out)
 }
 
 fn parse_i64(b: &[u8]) -> Option<i64> {
@@ -128,15 +187,21 @@ pub fn parse_f64(b: &[u8]) -> Option<f64> {
 
 /// Apply `op` to the key's current entry at `now_ms`; the new entry is stamped `at`.
 /// Answers the new entry (None: unchanged) and the reply, or a Redis error (nothing changes).
-pub fn apply(cur: Option<&Entry>, op: &WriteOp, now_ms: u64, at: Hlc) -> Result<(Option<Entry>, Reply), String> {
+pub fn apply(
+    cur: Option<&Entry>,
+    op: &WriteOp,
+    now_ms: u64,
+    at: Hlc,
+    actor: u64,
+) -> Result<(Option<Entry>, Reply), String> {
     let live = cur.and_then(|e| e.live(now_ms));
     let ttl = cur.filter(|_| live.is_some()).and_then(|e| e.expires_at_ms);
     let put = |data: Option<Data>, expires_at_ms: Option<u64>| Some(Entry { at, expires_at_ms, data });
     match op {
         WriteOp::Set { value, ttl: t, cond, get } => {
-            let old = match (live, get) {
-                (Some(Data::Str(s)), true) => Reply::Bulk(s.clone()),
-                (Some(_), true) => return Err(WRONGTYPE.into()),
+            let old = match (live.map(|d| d.as_str()), get) {
+                (Some(Some(s)), true) => Reply::Bulk(s.into_owned()),
+                (Some(None), true) => return Err(WRONGTYPE.into()),
                 (None, true) => Reply::Nil,
                 _ => Reply::Ok,
             };
@@ -155,9 +220,9 @@ pub fn apply(cur: Option<&Entry>, op: &WriteOp, now_ms: u64, at: Hlc) -> Result<
             };
             Ok((put(Some(Data::Str(value.clone())), exp), old))
         }
-        WriteOp::GetDel => match live {
-            Some(Data::Str(s)) => Ok((put(None, None), Reply::Bulk(s.clone()))),
-            Some(_) => Err(WRONGTYPE.into()),
+        WriteOp::GetDel => match live.map(|d| d.as_str()) {
+            Some(Some(s)) => Ok((put(None, None), Reply::Bulk(s.into_owned()))),
+            Some(None) => Err(WRONGTYPE.into()),
             None => Ok((None, Reply::Nil)),
         },
         WriteOp::Del => match live {
@@ -165,18 +230,29 @@ pub fn apply(cur: Option<&Entry>, op: &WriteOp, now_ms: u64, at: Hlc) -> Result<
             None => Ok((None, Reply::Int(0))),
         },
         WriteOp::IncrBy(by) => {
-            let n = match live {
-                Some(Data::Str(s)) => parse_i64(s).ok_or(NOT_INT)?,
+            let mut c = match live {
+                Some(Data::Counter(c)) => c.clone(),
+                Some(Data::Str(s)) => {
+                    let base = parse_i64(s).ok_or(NOT_INT)?;
+                    Counter { base, origin: cur.map_or(at, |e| e.at), sums: BTreeMap::new() }
+                }
                 Some(_) => return Err(WRONGTYPE.into()),
-                None => 0,
+                // Born from nothing: one origin for every coordinator, so they merge.
+                None => Counter { base: 0, origin: Hlc { wall_ms: 0, logical: 0, node: 0 }, sums: BTreeMap::new() },
             };
-            let v = n.checked_add(*by).ok_or(OVERFLOW)?;
-            Ok((put(Some(Data::Str(v.to_string().into_bytes())), ttl), Reply::Int(v)))
+            let v = c.value().unwrap_or(0).checked_add(*by).ok_or(OVERFLOW)?;
+            let e = c.sums.entry(actor).or_insert((0, 0));
+            if *by >= 0 {
+                e.0 = e.0.checked_add(by.unsigned_abs()).ok_or(OVERFLOW)?;
+            } else {
+                e.1 = e.1.checked_add(by.unsigned_abs()).ok_or(OVERFLOW)?;
+            }
+            Ok((put(Some(Data::Counter(c)), ttl), Reply::Int(v)))
         }
         WriteOp::IncrByFloat(by) => {
-            let n = match live {
-                Some(Data::Str(s)) => parse_f64(s).ok_or(NOT_FLOAT)?,
-                Some(_) => return Err(WRONGTYPE.into()),
+            let n = match live.map(|d| d.as_str()) {
+                Some(Some(s)) => parse_f64(&s).ok_or(NOT_FLOAT)?,
+                Some(None) => return Err(WRONGTYPE.into()),
                 None => 0.0,
             };
             let v = n + by;
@@ -187,9 +263,9 @@ pub fn apply(cur: Option<&Entry>, op: &WriteOp, now_ms: u64, at: Hlc) -> Result<
             Ok((put(Some(Data::Str(text.clone())), ttl), Reply::Bulk(text)))
         }
         WriteOp::Append(more) => {
-            let mut s = match live {
-                Some(Data::Str(s)) => s.clone(),
-                Some(_) => return Err(WRONGTYPE.into()),
+            let mut s = match live.map(|d| d.as_str()) {
+                Some(Some(s)) => s.into_owned(),
+                Some(None) => return Err(WRONGTYPE.into()),
                 None => Vec::new(),
             };
             s.extend_from_slice(more);
@@ -308,6 +384,34 @@ pub fn zsorted(z: &BTreeMap<Vec<u8>, f64>) -> Vec<(&Vec<u8>, f64)> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn concurrent_increments_through_different_replicas_all_count() {
+        let start = str_entry("10", 1);
+        // Two coordinators (actors 7 and 8) each increment the same version concurrently.
+        let (a, _) = apply(Some(&start), &WriteOp::IncrBy(5), 0, at(2), 7).unwrap();
+        let (b, _) = apply(Some(&start), &WriteOp::IncrBy(-3), 0, at(3), 8).unwrap();
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let merged = resolve([&a, &b]).unwrap();
+        assert_eq!(merged.data.as_ref().unwrap().as_str().unwrap().as_ref(), b"12");
+        // Merging is order-free and idempotent.
+        assert_eq!(resolve([&b, &a, &a]).unwrap().data, merged.data);
+        // Another increment on the merged counter keeps both.
+        let (c, r) = apply(Some(&merged), &WriteOp::IncrBy(1), 0, at(4), 7).unwrap();
+        assert_eq!(r, Reply::Int(13));
+        // A SET starts over: a later counter of another origin does not merge with the old one.
+        let (s, _) = apply(
+            c.as_ref(),
+            &WriteOp::Set { value: b"0".to_vec(), ttl: Ttl::Clear, cond: Cond::Always, get: false },
+            0,
+            at(5),
+            7,
+        )
+        .unwrap();
+        let (d, _) = apply(s.as_ref(), &WriteOp::IncrBy(2), 0, at(6), 8).unwrap();
+        let got = resolve([c.as_ref().unwrap(), d.as_ref().unwrap()]).unwrap();
+        assert_eq!(got.data.unwrap().as_str().unwrap().as_ref(), b"2");
+    }
+
     fn at(ms: u64) -> Hlc {
         Hlc { wall_ms: ms, logical: 0, node: 1 }
     }
@@ -320,27 +424,27 @@ mod tests {
     fn set_conditions_ttl_and_get() {
         let set = |cond, get| WriteOp::Set { value: b"new".to_vec(), ttl: Ttl::Keep, cond, get };
         let cur = str_entry("old", 1);
-        assert_eq!(apply(Some(&cur), &set(Cond::Nx, false), 10, at(2)).unwrap(), (None, Reply::Nil));
-        let (e, r) = apply(Some(&cur), &set(Cond::Xx, true), 10, at(2)).unwrap();
+        assert_eq!(apply(Some(&cur), &set(Cond::Nx, false), 10, at(2), 1).unwrap(), (None, Reply::Nil));
+        let (e, r) = apply(Some(&cur), &set(Cond::Xx, true), 10, at(2), 1).unwrap();
         assert_eq!((e.unwrap().data, r), (Some(Data::Str(b"new".to_vec())), Reply::Bulk(b"old".to_vec())));
-        assert_eq!(apply(None, &set(Cond::Xx, false), 10, at(2)).unwrap(), (None, Reply::Nil));
+        assert_eq!(apply(None, &set(Cond::Xx, false), 10, at(2), 1).unwrap(), (None, Reply::Nil));
         // An expired key does not exist.
         let expired = Entry { expires_at_ms: Some(5), ..cur.clone() };
-        assert_eq!(apply(Some(&expired), &set(Cond::Nx, true), 10, at(2)).unwrap().1, Reply::Nil);
+        assert_eq!(apply(Some(&expired), &set(Cond::Nx, true), 10, at(2), 1).unwrap().1, Reply::Nil);
     }
 
     #[test]
     fn counters_check_types_and_overflow() {
         let cur = str_entry("41", 1);
-        assert_eq!(apply(Some(&cur), &WriteOp::IncrBy(1), 0, at(2)).unwrap().1, Reply::Int(42));
-        assert_eq!(apply(Some(&str_entry("x", 1)), &WriteOp::IncrBy(1), 0, at(2)).unwrap_err(), NOT_INT);
+        assert_eq!(apply(Some(&cur), &WriteOp::IncrBy(1), 0, at(2), 1).unwrap().1, Reply::Int(42));
+        assert_eq!(apply(Some(&str_entry("x", 1)), &WriteOp::IncrBy(1), 0, at(2), 1).unwrap_err(), NOT_INT);
         assert_eq!(
-            apply(Some(&str_entry("9223372036854775807", 1)), &WriteOp::IncrBy(1), 0, at(2)).unwrap_err(),
+            apply(Some(&str_entry("9223372036854775807", 1)), &WriteOp::IncrBy(1), 0, at(2), 1).unwrap_err(),
             OVERFLOW
         );
-        assert_eq!(apply(Some(&str_entry(" 1", 1)), &WriteOp::IncrBy(1), 0, at(2)).unwrap_err(), NOT_INT);
+        assert_eq!(apply(Some(&str_entry(" 1", 1)), &WriteOp::IncrBy(1), 0, at(2), 1).unwrap_err(), NOT_INT);
         let h = Entry { at: at(1), expires_at_ms: None, data: Some(Data::Hash(BTreeMap::new())) };
-        assert_eq!(apply(Some(&h), &WriteOp::IncrBy(1), 0, at(2)).unwrap_err(), WRONGTYPE);
+        assert_eq!(apply(Some(&h), &WriteOp::IncrBy(1), 0, at(2), 1).unwrap_err(), WRONGTYPE);
     }
 
     #[test]
@@ -353,13 +457,14 @@ mod tests {
             ch,
             incr,
         };
-        let (e, r) = apply(None, &add(&[(1.0, "a"), (2.0, "b")], Cond::Always, false, false, false), 0, at(1)).unwrap();
+        let (e, r) =
+            apply(None, &add(&[(1.0, "a"), (2.0, "b")], Cond::Always, false, false, false), 0, at(1), 1).unwrap();
         assert_eq!(r, Reply::Int(2));
         let e = e.unwrap();
         let (_, r) =
-            apply(Some(&e), &add(&[(0.5, "a"), (3.0, "c")], Cond::Always, true, true, false), 0, at(2)).unwrap();
+            apply(Some(&e), &add(&[(0.5, "a"), (3.0, "c")], Cond::Always, true, true, false), 0, at(2), 1).unwrap();
         assert_eq!(r, Reply::Int(1), "GT keeps a's higher score; c is added");
-        let (_, r) = apply(Some(&e), &add(&[(5.0, "a")], Cond::Always, false, false, true), 0, at(2)).unwrap();
+        let (_, r) = apply(Some(&e), &add(&[(5.0, "a")], Cond::Always, false, false, true), 0, at(2), 1).unwrap();
         assert_eq!(r, Reply::Double(6.0));
         let Some(Data::ZSet(z)) = &e.data else { panic!() };
         assert_eq!(zsorted(z).iter().map(|(m, _)| m.as_slice()).collect::<Vec<_>>(), [b"a", b"b"]);

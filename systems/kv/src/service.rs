@@ -31,13 +31,14 @@ impl Updater for KvUpdater {
         let arg: UpdateArg = postcard::from_bytes(arg).map_err(|e| format!("ERR bad update: {e}"))?;
         let entries = decode_entries(obj);
         let cur = model::resolve(&entries);
+        let cur = cur.as_ref();
         let mut at = arg.at;
         if let Some(c) = cur
             && c.at >= at
         {
             at = Hlc { wall_ms: c.at.wall_ms, logical: c.at.logical + 1, node: at.node };
         }
-        let (new, reply) = model::apply(cur, &arg.op, arg.now_ms, at)?;
+        let (new, reply) = model::apply(cur, &arg.op, arg.now_ms, at, actor)?;
         // A delete is a ring tombstone (collectable once every replica has it); it supersedes
         // what this replica holds, and a write it never saw survives it.
         if let Some(e) = new {
@@ -116,7 +117,7 @@ impl KvService {
         if let Some(e) = model::resolve(&entries) {
             self.hlc.lock().unwrap_or_else(|e| e.into_inner()).observe(e.at);
             if e.live(now).is_some() {
-                return Ok(Some(e.clone()));
+                return Ok(Some(e));
             }
         }
         Ok(None)
