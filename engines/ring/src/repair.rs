@@ -182,7 +182,7 @@ impl Repairer {
         let c = &self.coord;
         let me = c.membership.me;
         let ring = c.membership.ring();
-        let Ok(all) = c.replica.all() else { return };
+        let Ok(all) = c.replica.tombstones() else { return };
         let mut due = Vec::new();
         {
             let mut seen = self.tombstones.lock().unwrap_or_else(|e| e.into_inner());

@@ -24,6 +24,8 @@ pub struct Replica {
     ns: Namespace,
     partition_bits: u32,
     trees: Mutex<Vec<Merkle>>,
+    /// Keys whose object holds only tombstones (what collection looks at).
+    tombstones: Mutex<std::collections::BTreeSet<Vec<u8>>>,
     stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -60,18 +62,22 @@ impl Replica {
     /// Open the replica and rebuild the Merkle trees from what is stored.
     pub fn open(ns: Namespace, partition_bits: u32) -> anyhow::Result<Self> {
         let mut trees = vec![Merkle::new(MERKLE_DEPTH); 1 << partition_bits];
+        let mut tombstones = std::collections::BTreeSet::new();
         for (k, v) in ns.scan_prefix([])? {
             if k.len() < 2 {
                 continue;
             }
             let p = u32::from(u16::from_be_bytes([k[0], k[1]]));
             let key = &k[2..];
+            if decode(&v)?.is_deleted() {
+                tombstones.insert(key.to_vec());
+            }
             let t = &mut trees[p as usize];
             let b = t.bucket(hash64(key), partition_bits);
             t.add(b, entry_hash(key, &v));
         }
         let stripes = (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Ok(Self { ns, partition_bits, trees: Mutex::new(trees), stripes })
+        Ok(Self { ns, partition_bits, trees: Mutex::new(trees), tombstones: Mutex::new(tombstones), stripes })
     }
 
     pub fn partition_of(&self, key: &[u8]) -> u32 {
@@ -101,6 +107,14 @@ impl Replica {
         let p = self.partition_of(key);
         let enc = encode(new);
         self.ns.put(store_key(p, key), &enc)?;
+        {
+            let mut t = self.tombstones.lock().unwrap_or_else(|e| e.into_inner());
+            if new.is_deleted() {
+                t.insert(key.to_vec());
+            } else if !t.is_empty() {
+                t.remove(key);
+            }
+        }
         let mut trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
         let t = &mut trees[p as usize];
         let b = t.bucket(hash64(key), self.partition_bits);
@@ -173,11 +187,26 @@ impl Replica {
             return Ok(false);
         }
         self.ns.delete(store_key(p, key))?;
+        self.tombstones.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         let mut trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
         let t = &mut trees[p as usize];
         let b = t.bucket(hash64(key), self.partition_bits);
         t.remove(b, entry_hash(key, &old));
         Ok(true)
+    }
+
+    /// The keys whose object holds only tombstones, with those objects.
+    pub fn tombstones(&self) -> anyhow::Result<Vec<(Vec<u8>, Obj)>> {
+        let keys: Vec<Vec<u8>> = self.tombstones.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(o) = self.get_stored(&k)?
+                && o.is_deleted()
+            {
+                out.push((k, o));
+            }
+        }
+        Ok(out)
     }
 
     /// The Merkle leaves of a partition.
