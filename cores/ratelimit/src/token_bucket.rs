@@ -64,10 +64,7 @@ impl TokenBucketConfig {
 
     /// Nanoseconds to refill an empty bucket completely (saturating).
     pub fn full_refill_ns(&self) -> u64 {
-        sat_u64(ceil_div(
-            u128::from(self.capacity) * u128::from(self.refill_period_ns),
-            u128::from(self.refill_amount),
-        ))
+        sat_u64(ceil_div(u128::from(self.capacity) * u128::from(self.refill_period_ns), u128::from(self.refill_amount)))
     }
 
     /// Nanoseconds until `tokens` (+ `partial`) reach `target` tokens; 0 if already there.
