@@ -67,6 +67,18 @@ async fn redis_cli_speaks_to_it() {
     assert_eq!(c(&["SET", "k", "v", "EX", "0"]), "ERR invalid expire time in 'set' command");
     assert_eq!(c(&["SET", "k", "v", "BOGUS"]), "ERR syntax error");
     assert!(c(&["NOSUCH", "x"]).starts_with("ERR unknown command 'NOSUCH', with args beginning with: 'x'"));
+    // redis-cell's CL.THROTTLE: a burst of 15 + 1, then 30 per 60 s.
+    assert_eq!(c(&["CL.THROTTLE", "limit:ip", "15", "30", "60", "1"]), "0\n16\n15\n-1\n2");
+    for _ in 0..15 {
+        assert!(c(&["CL.THROTTLE", "limit:ip", "15", "30", "60", "1"]).starts_with("0\n16\n"));
+    }
+    let refused: Vec<i64> =
+        c(&["CL.THROTTLE", "limit:ip", "15", "30", "60", "1"]).lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(&refused[..3], &[1, 16, 0], "the 17th is limited");
+    assert!(refused[3] >= 1 && refused[3] <= 2, "retry after about 2 s: {refused:?}");
+    assert!(c(&["CL.THROTTLE", "limit:ip", "15", "30", "0", "1"]).starts_with("ERR"), "a zero period is refused");
+    assert_eq!(c(&["CL.THROTTLE", "limit:ip", "15", "x", "60"]), "ERR value is not an integer or out of range");
+    assert_eq!(c(&["DEL", "limit:ip"]), "1");
     let mut keys: Vec<String> = c(&["KEYS", "*"]).lines().map(str::to_string).collect();
     keys.sort();
     assert_eq!(keys, ["board", "greeting", "n", "tmp", "user:1"]);

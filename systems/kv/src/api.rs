@@ -70,7 +70,7 @@ fn view(key: &str, obj: &Obj) -> serde_json::Value {
         .into_iter()
         .map(|e| {
             let value = match &e.data {
-                Some(d @ (Data::Str(_) | Data::Counter(_))) => {
+                Some(d @ (Data::Str(_) | Data::Counter(_) | Data::Throttle(_))) => {
                     serde_json::Value::String(String::from_utf8_lossy(&d.as_str().unwrap_or_default()).into_owned())
                 }
                 Some(Data::Hash(h)) => h

@@ -60,6 +60,7 @@ fn reply_frame(r: Reply) -> Frame {
         Reply::Int(i) => Frame::Integer(i),
         Reply::Bulk(b) => Frame::Bulk(b.into()),
         Reply::Double(d) => Frame::Double(d),
+        Reply::Ints(v) => Frame::Array(v.into_iter().map(Frame::Integer).collect()),
     }
 }
 
@@ -340,7 +341,7 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
             read(svc, &a[0], |d| {
                 Frame::Simple(
                     match d {
-                        Some(Data::Str(_) | Data::Counter(_)) => "string",
+                        Some(Data::Str(_) | Data::Counter(_) | Data::Throttle(_)) => "string",
                         Some(Data::Hash(_)) => "hash",
                         Some(Data::ZSet(_)) => "zset",
                         None => "none",
@@ -349,6 +350,22 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
                 )
             })
             .await
+        }
+        // ---- rate limiting (redis-cell's command; the limiter's state is the key's value)
+        "CL.THROTTLE" => {
+            need!(n == 4 || n == 5);
+            let nums: Vec<Option<i64>> = a[1..].iter().map(|x| int_arg(x)).collect();
+            if nums.iter().any(|x| x.is_none_or(|v| v < 0)) {
+                return Frame::err("ERR value is not an integer or out of range");
+            }
+            let v: Vec<u64> = nums.into_iter().map(|x| x.unwrap_or(0) as u64).collect();
+            let op = WriteOp::Throttle {
+                max_burst: v[0],
+                count: v[1],
+                period_s: v[2],
+                quantity: v.get(3).copied().unwrap_or(1),
+            };
+            write(&a[0], op).await
         }
         // ---- hashes
         "HSET" | "HMSET" => {

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 pub enum Data {
     Str(Vec<u8>),
     Counter(Counter),
+    /// A `CL.THROTTLE` key: a GCRA limiter's state (the theoretical arrival time).
+    Throttle(basalt_ratelimit_core::GcraState),
     Hash(BTreeMap<Vec<u8>, Vec<u8>>),
     /// member → score.
     ZSet(BTreeMap<Vec<u8>, f64>),
@@ -64,6 +66,7 @@ impl Data {
         match self {
             Data::Str(s) => Some(std::borrow::Cow::Borrowed(s)),
             Data::Counter(c) => Some(std::borrow::Cow::Owned(c.value().unwrap_or(0).to_string().into_bytes())),
+            Data::Throttle(t) => Some(std::borrow::Cow::Owned(t.tat_ns.to_string().into_bytes())),
             _ => None,
         }
     }
@@ -137,6 +140,13 @@ pub enum WriteOp {
         incr: bool,
     },
     ZRem(Vec<Vec<u8>>),
+    /// `CL.THROTTLE key max_burst count period quantity` (redis-cell).
+    Throttle {
+        max_burst: u64,
+        count: u64,
+        period_s: u64,
+        quantity: u64,
+    },
 }
 
 /// What a write answers.
@@ -147,6 +157,7 @@ pub enum Reply {
     Int(i64),
     Bulk(Vec<u8>),
     Double(f64),
+    Ints(Vec<i64>),
 }
 
 /// The current entry of a key among its siblings: the highest stamp — with, when that is a
@@ -355,6 +366,25 @@ pub fn apply(
                 return Ok((None, reply));
             }
             Ok((put(Some(Data::ZSet(z)), ttl), reply))
+        }
+        WriteOp::Throttle { max_burst, count, period_s, quantity } => {
+            use basalt_ratelimit_core::{Gcra, GcraConfig, GcraState, Limiter};
+            let cfg = GcraConfig::from_cl_throttle(*max_burst, *count, *period_s).map_err(|e| format!("ERR {e}"))?;
+            let state = match live {
+                Some(Data::Throttle(s)) => *s,
+                Some(_) => return Err(WRONGTYPE.into()),
+                None => GcraState::default(),
+            };
+            let mut g = Gcra::with_state(cfg, state);
+            let now_ns = now_ms.saturating_mul(1_000_000);
+            let d = g.check(now_ns, *quantity);
+            let reply = Reply::Ints(basalt_ratelimit_core::cl_throttle_reply(&d).to_vec());
+            if !d.allowed || *quantity == 0 {
+                return Ok((None, reply));
+            }
+            // The key lives until the limiter would be full again, as redis-cell's does.
+            let expires = now_ms.saturating_add(d.reset_after_ns.div_ceil(1_000_000).max(1));
+            Ok((put(Some(Data::Throttle(*g.state())), Some(expires)), reply))
         }
         WriteOp::ZRem(ms) => {
             let mut z = match live {
