@@ -20,7 +20,12 @@ fn engines() -> Vec<Box<dyn basalt_runtime::engine::Engine>> {
 
 /// Every system this node can run — adding a system is one line here.
 fn plugs() -> Vec<Plug> {
-    vec![plug::<basalt_ids::Ids>(), plug::<basalt_config::ConfigSystem>(), plug::<basalt_kv::KvSystem>()]
+    vec![
+        plug::<basalt_ids::Ids>(),
+        plug::<basalt_config::ConfigSystem>(),
+        plug::<basalt_kv::KvSystem>(),
+        plug::<basalt_ratelimit::RateLimitSystem>(),
+    ]
 }
 
 #[derive(Parser)]

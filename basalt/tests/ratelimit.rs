@@ -1,0 +1,121 @@
+//! S06 through the real binary: rules over HTTP (replicated on the consensus engine), decisions
+//! with RateLimit headers, overrides, shadow mode, hot reload keeping state, concurrency
+//! release, and bad input.
+
+mod common;
+
+use basalt_harness::cluster::Cluster;
+use common::*;
+use serde_json::json;
+
+async fn check(url: &str, rule: &str, key: &str) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    let r = client()
+        .post(format!("{url}/v1/ratelimit/check"))
+        .json(&json!({"rule": rule, "key": key}))
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    (s, r.json().await.unwrap(), h)
+}
+
+async fn put_rule(url: &str, name: &str, rule: serde_json::Value) -> (u16, serde_json::Value) {
+    send(client().put(format!("{url}/v1/ratelimit/rules/{name}")).json(&rule)).await
+}
+
+#[tokio::test]
+async fn decisions_headers_overrides_shadow_reload_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(spec(dir.path())).await;
+    let url = n.url();
+    let bucket = |cap: u64| json!({"algorithm": "token_bucket", "capacity": cap, "refill": cap, "period_ms": 60_000});
+    let (s, b) = put_rule(&url, "api", json!({"limiter": bucket(3), "overrides": {"vip": bucket(10)}})).await;
+    assert_eq!(s, 200, "{b}");
+    for want in [2, 1, 0] {
+        let (s, b, h) = check(&url, "api", "alice").await;
+        assert_eq!((s, b["remaining"].as_u64()), (200, Some(want)), "{b}");
+        assert_eq!(h["ratelimit-limit"], "3");
+    }
+    let (s, b, h) = check(&url, "api", "alice").await;
+    assert_eq!(s, 429, "{b}");
+    assert_eq!(b["allowed"], false);
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "a token every 20 s: retry after {retry}");
+    // Another key has its own bucket; the override key a bigger one.
+    assert_eq!(check(&url, "api", "bob").await.0, 200);
+    assert_eq!(check(&url, "api", "vip").await.1["remaining"], 9);
+
+    // Hot reload: a bigger bucket keeps what alice spent.
+    let (s, _) = put_rule(&url, "api", json!({"limiter": bucket(5)})).await;
+    assert_eq!(s, 200);
+    let (s, b, _) = check(&url, "api", "alice").await;
+    assert_eq!(s, 429, "the reload did not forget alice's spending: {b}");
+
+    // Shadow mode decides and counts, never blocks.
+    put_rule(
+        &url,
+        "trial",
+        json!({"limiter": {"algorithm": "fixed_window", "limit": 1, "period_ms": 60_000}, "shadow": true}),
+    )
+    .await;
+    assert_eq!(check(&url, "trial", "k").await.1["would_block"], false);
+    let (s, b, _) = check(&url, "trial", "k").await;
+    assert_eq!((s, b["allowed"].as_bool(), b["would_block"].as_bool()), (200, Some(true), Some(true)), "{b}");
+
+    // Concurrency: acquire twice, refuse the third, release one.
+    put_rule(&url, "inflight", json!({"limiter": {"algorithm": "concurrency", "limit": 2}})).await;
+    assert_eq!(check(&url, "inflight", "job").await.0, 200);
+    assert_eq!(check(&url, "inflight", "job").await.0, 200);
+    assert_eq!(check(&url, "inflight", "job").await.0, 429);
+    let (s, _) =
+        send(client().post(format!("{url}/v1/ratelimit/release")).json(&json!({"rule": "inflight", "key": "job"})))
+            .await;
+    assert_eq!(s, 200);
+    assert_eq!(check(&url, "inflight", "job").await.0, 200);
+
+    // Bad input: clear errors, nothing stored.
+    let (s, b) =
+        put_rule(&url, "bad", json!({"limiter": {"algorithm": "fixed_window", "limit": 5, "period_ms": 0}})).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_rule")), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("period"), "{b}");
+    let (s, b) = put_rule(&url, "bad", json!({"limiter": {"algorithm": "magic"}})).await;
+    assert_eq!(s, 422, "an unknown algorithm is a body that does not parse: {b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("magic"), "{b}");
+    let (s, _) = send(client().get(format!("{url}/v1/ratelimit/rules/bad"))).await;
+    assert_eq!(s, 404, "refused rules are not stored");
+    let (s, b, _) = check(&url, "nope", "k").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("unknown_rule")), "{b}");
+    let (s, b) =
+        send(client().post(format!("{url}/v1/ratelimit/check")).json(&json!({"rule": "api", "key": "k", "cost": -1})))
+            .await;
+    assert_eq!(s, 422, "a negative cost is refused: {b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("cost"), "{b}");
+    let (s, b) =
+        send(client().post(format!("{url}/v1/ratelimit/release")).json(&json!({"rule": "api", "key": "k"}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("not_a_concurrency_rule")), "{b}");
+}
+
+#[tokio::test]
+async fn rules_are_replicated_to_every_node() {
+    let c = Cluster::start(EXE, 3).await;
+    let leader = c.leader().await;
+    let (s, b) = put_rule(
+        &c.url(leader),
+        "shared",
+        json!({"limiter": {"algorithm": "gcra", "max_burst": 1, "count": 1, "period_ms": 60_000}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    for id in 1..=3 {
+        let url = c.url(id);
+        c.wait_for(&format!("node {id} to have the rule"), || {
+            let url = url.clone();
+            async move { send(client().get(format!("{url}/v1/ratelimit/rules/shared"))).await.0 == 200 }
+        })
+        .await;
+        // Each node decides locally (the cluster-wide tier is not built yet): two per node.
+        assert_eq!(check(&url, "shared", "k").await.0, 200);
+        assert_eq!(check(&url, "shared", "k").await.0, 200);
+        assert_eq!(check(&url, "shared", "k").await.0, 429);
+    }
+}
