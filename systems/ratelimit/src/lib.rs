@@ -10,7 +10,6 @@ mod service;
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use basalt_consensus::Consensus;
 use basalt_runtime::{System, SystemContext};
 use serde::{Deserialize, Serialize};
@@ -28,8 +27,19 @@ impl System for RateLimitSystem {
     type Config = RateLimitSettings;
 
     fn start(ctx: &mut SystemContext<'_>, _config: RateLimitSettings) -> anyhow::Result<axum::Router> {
-        let consensus: Arc<Consensus> =
-            ctx.engine::<Consensus>().context("the ratelimit system needs the consensus engine")?;
+        let Some(consensus) = ctx.engine::<Consensus>() else {
+            // An edge replica or a ring-only node: the rules live on the consensus engine, so
+            // every request here says where to go instead.
+            tracing::info!("ratelimit: no consensus engine on this node; answering 503");
+            return Ok(axum::Router::new().fallback(|| async {
+                basalt_runtime::ApiError::unavailable(
+                    "no_consensus",
+                    "this node runs without the consensus engine (engines.consensus.enabled = false), where rate-limit \
+                     rules live; send rate-limit requests to a cluster member",
+                )
+            }));
+        };
+        let consensus: Arc<Consensus> = consensus;
         let rules = Arc::new(rules::RulesSm::default());
         consensus.register(service::SYSTEM, rules.clone())?;
         let svc = Arc::new(service::RateLimitService::new(consensus, rules, ctx.clock.clone()));
