@@ -102,7 +102,7 @@ async fn rules_are_replicated_to_every_node() {
     let (s, b) = put_rule(
         &c.url(leader),
         "shared",
-        json!({"limiter": {"algorithm": "gcra", "max_burst": 1, "count": 1, "period_ms": 60_000}}),
+        json!({"limiter": {"algorithm": "gcra", "max_burst": 1, "count": 1, "period_ms": 60_000}, "scope": "node"}),
     )
     .await;
     assert_eq!(s, 200, "{b}");
@@ -113,9 +113,70 @@ async fn rules_are_replicated_to_every_node() {
             async move { send(client().get(format!("{url}/v1/ratelimit/rules/shared"))).await.0 == 200 }
         })
         .await;
-        // Each node decides locally (the cluster-wide tier is not built yet): two per node.
+        // A node-scope rule: each node counts alone, two per node.
         assert_eq!(check(&url, "shared", "k").await.0, 200);
         assert_eq!(check(&url, "shared", "k").await.0, 200);
         assert_eq!(check(&url, "shared", "k").await.0, 429);
     }
+}
+
+/// A cluster-scope rule on 3 nodes: clients on every node at once never get more than the
+/// rule's limit in total (every unit is first admitted by the key's owner), and little less;
+/// when the owner is cut off, `closed` refuses and `open` decides locally.
+#[tokio::test]
+async fn cluster_scope_never_over_admits_and_fails_open_or_closed() {
+    let c = Cluster::start(EXE, 3).await;
+    let leader = c.leader().await;
+    let window = |limit: u64| json!({"algorithm": "fixed_window", "limit": limit, "period_ms": 600_000});
+    for (name, mode) in [("shared", "open"), ("strict", "closed")] {
+        let (s, b) = put_rule(&c.url(leader), name, json!({"limiter": window(30), "on_unreachable": mode})).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    for id in 1..=3 {
+        let url = c.url(id);
+        c.wait_for("the rules everywhere", || {
+            let url = url.clone();
+            async move { send(client().get(format!("{url}/v1/ratelimit/rules/strict"))).await.0 == 200 }
+        })
+        .await;
+    }
+    // 3 clients per node, 30 checks each: 270 asks for a limit of 30.
+    let mut tasks = Vec::new();
+    for id in 1..=3 {
+        for _ in 0..3 {
+            let url = c.url(id);
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0u64;
+                for _ in 0..30 {
+                    if check(&url, "shared", "tenant-1").await.0 == 200 {
+                        ok += 1;
+                    }
+                }
+                ok
+            }));
+        }
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.unwrap();
+    }
+    assert!(admitted <= 30, "over-admission: {admitted} admitted for a limit of 30");
+    assert!(admitted >= 24, "at most the unspent allowances are lost: {admitted}");
+
+    // Cut the owner of ("strict", "k") off: another node refuses (closed) …
+    let (_, b, _) = check(&c.url(1), "strict", "k").await;
+    let owner = b["owner"].as_u64().unwrap() as usize;
+    let other = (1..=3).find(|id| *id != owner).unwrap();
+    c.isolate(owner).await;
+    let (s, b, _) = check(&c.url(other), "strict", "k").await;
+    assert_eq!((s, b["degraded"].as_str()), (429, Some("owner_unreachable")), "{b}");
+    // … and the open rule decides there alone.
+    let (_, b, _) = check(&c.url(1), "shared", "k2").await;
+    let owner2 = b["owner"].as_u64().unwrap() as usize;
+    c.heal().await;
+    c.isolate(owner2).await;
+    let other2 = (1..=3).find(|id| *id != owner2).unwrap();
+    let (s, b, _) = check(&c.url(other2), "shared", "k2").await;
+    assert_eq!((s, b["degraded"].as_str()), (200, Some("decided_locally")), "{b}");
+    c.heal().await;
 }

@@ -6,6 +6,7 @@
 //! - `POST   /v1/ratelimit/check`    `{"rule", "key", "cost": 1}` → 200 allowed / 429 limited, with
 //!   `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `Retry-After`
 //! - `POST   /v1/ratelimit/release`  `{"rule", "key", "cost": 1}` (concurrency rules)
+//! - `POST   /v1/ratelimit/_lease`   node to node (postcard): an allowance from a key's owner
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use basalt_runtime::ApiError;
 use basalt_runtime::http::extract::{Json, Path};
+use basalt_runtime::transport::Wire;
 use serde::Deserialize;
 
 use crate::rules::{Command, Rule};
@@ -29,6 +31,10 @@ pub fn routes(svc: Arc<RateLimitService>) -> Router {
         .route("/rules/{name}", get(get_rule).put(put_rule).delete(delete_rule))
         .route("/check", post(check))
         .route("/release", post(release))
+        .route(
+            crate::service::LEASE_PATH.trim_start_matches("/v1/ratelimit"),
+            post(|State(s): Svc, Wire(req): Wire<crate::service::LeaseReq>| async move { s.lease(&req).map(Wire) }),
+        )
         .with_state(svc)
 }
 
@@ -90,7 +96,7 @@ fn respond(a: Answer) -> Response {
 }
 
 async fn check(State(s): Svc, Json(b): Json<CheckBody>) -> Result<Response, ApiError> {
-    Ok(respond(s.check(&b.rule, &b.key, b.cost)?))
+    Ok(respond(s.check(&b.rule, &b.key, b.cost).await?))
 }
 
 async fn release(State(s): Svc, Json(b): Json<CheckBody>) -> Result<Response, ApiError> {

@@ -42,7 +42,10 @@ impl System for RateLimitSystem {
         let consensus: Arc<Consensus> = consensus;
         let rules = Arc::new(rules::RulesSm::default());
         consensus.register(service::SYSTEM, rules.clone())?;
-        let svc = Arc::new(service::RateLimitService::new(consensus, rules, ctx.clock.clone()));
+        let transport =
+            ctx.transport.clone().ok_or_else(|| anyhow::anyhow!("the ratelimit system needs the transport"))?;
+        let node_id = ctx.identity.as_ref().map_or(0, |i| i.node_id);
+        let svc = Arc::new(service::RateLimitService::new(consensus, rules, ctx.clock.clone(), transport, node_id));
         ctx.spawn("sweeper", svc.clone().sweeper(ctx.shutdown.clone()));
         Ok(api::routes(svc))
     }

@@ -117,10 +117,37 @@ impl Spec {
     }
 }
 
+/// Where a rule's count lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// One count for the whole cluster, kept by the key's owner node; other nodes spend
+    /// allowances leased from it (never more than the owner admitted).
+    #[default]
+    Cluster,
+    /// Each node counts alone (a rule admits up to its limit per node).
+    Node,
+}
+
+/// What a cluster-scope rule does when the key's owner cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Decide on this node alone (admits up to the limit per node meanwhile).
+    #[default]
+    Open,
+    /// Refuse.
+    Closed,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub limiter: Spec,
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(default)]
+    pub on_unreachable: FailMode,
     /// Decide and count, never block: checks answer allowed, with `would_block`.
     #[serde(default)]
     pub shadow: bool,
@@ -221,6 +248,8 @@ mod tests {
             name: "api".into(),
             rule: Rule {
                 limiter: Spec::FixedWindow { limit: 10, period_ms: 0 },
+                scope: Scope::Cluster,
+                on_unreachable: FailMode::Open,
                 shadow: false,
                 overrides: BTreeMap::new(),
             },

@@ -1,16 +1,49 @@
-//! Decisions: each node keeps the limiters of the (rule, key) pairs it has seen, built from the
-//! replicated rules, and decides locally — the fast tier. (The cluster-wide tier that bounds
-//! over-admission across nodes is not built yet; see the README.)
+//! Decisions, in two tiers.
+//!
+//! - **Node scope**: each node keeps the limiters of the (rule, key) pairs it has seen, built
+//!   from the replicated rules, and decides alone.
+//! - **Cluster scope**: one node owns each (rule, key) — picked by hashing it over the Raft
+//!   members — and keeps the one authoritative limiter. Another node asks the owner for an
+//!   *allowance* (a few units, consumed at the owner like any request) and spends it locally
+//!   until it runs out or a second passes; only then does it go back to the owner. Every unit a
+//!   node admits was first admitted by the owner, so the cluster never admits more than the
+//!   rule allows while the owner is reachable; the price is under-admission of at most the
+//!   unspent allowances (≤ nodes × batch per second). When the owner cannot be reached, the
+//!   rule's `on_unreachable` decides: `open` falls back to this node's own limiter (at most the
+//!   limit per node meanwhile), `closed` refuses.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use basalt_consensus::Consensus;
 use basalt_ratelimit_core::{AnyLimiter, Decision, Limiter};
 use basalt_runtime::ApiError;
-use serde::Serialize;
+use basalt_runtime::transport::Transport;
+use serde::{Deserialize, Serialize};
 
-use crate::rules::{Command, RulesSm, Stored};
+use crate::rules::{Command, FailMode, RulesSm, Scope, Spec, Stored};
+
+pub const LEASE_PATH: &str = "/v1/ratelimit/_lease";
+const LEASE_NS: u64 = 1_000_000_000;
+const LEASE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A node asks the owner of (rule, key) for `units`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseReq {
+    pub rule: String,
+    pub key: String,
+    pub units: u64,
+}
+
+/// Units leased from the owner, spendable here until `expires_ns`.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    units: u64,
+    expires_ns: u64,
+    /// The owner's answer when it granted them (for `remaining` and `reset`).
+    owner: Decision,
+}
 
 pub const SYSTEM: &str = "ratelimit";
 
@@ -18,8 +51,11 @@ pub struct RateLimitService {
     pub consensus: Arc<Consensus>,
     pub rules: Arc<RulesSm>,
     pub clock: basalt_runtime::Clock,
+    pub transport: Transport,
+    pub node_id: u64,
     /// (rule, key) → (the rule version it was built from, the limiter).
     limiters: Mutex<HashMap<(String, String), (u64, AnyLimiter)>>,
+    allowances: Mutex<HashMap<(String, String), Allowance>>,
 }
 
 /// A decision as the API answers it.
@@ -34,6 +70,13 @@ pub struct Answer {
     pub reset_after_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// Cluster scope: the node that keeps this key's count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u64>,
+    /// Set when the owner could not be reached: `decided_locally` (fail open) or
+    /// `owner_unreachable` (fail closed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<&'static str>,
 }
 
 fn ms(ns: u64) -> u64 {
@@ -41,8 +84,33 @@ fn ms(ns: u64) -> u64 {
 }
 
 impl RateLimitService {
-    pub fn new(consensus: Arc<Consensus>, rules: Arc<RulesSm>, clock: basalt_runtime::Clock) -> Self {
-        Self { consensus, rules, clock, limiters: Mutex::default() }
+    pub fn new(
+        consensus: Arc<Consensus>,
+        rules: Arc<RulesSm>,
+        clock: basalt_runtime::Clock,
+        transport: Transport,
+        node_id: u64,
+    ) -> Self {
+        Self { consensus, rules, clock, transport, node_id, limiters: Mutex::default(), allowances: Mutex::default() }
+    }
+
+    /// The owner of (rule, key): one of the Raft members, by hash; with its HTTP address.
+    fn owner(&self, rule: &str, key: &str) -> Option<(u64, String)> {
+        let mut members: Vec<(u64, String)> =
+            self.consensus.status().ok()?.members.into_iter().map(|m| (m.node_id, m.http_addr)).collect();
+        if members.is_empty() {
+            return None;
+        }
+        members.sort();
+        let h = basalt_ring::hash::hash64(format!("{rule}\0{key}").as_bytes());
+        Some(members.swap_remove((h % members.len() as u64) as usize))
+    }
+
+    /// The owner side of a lease: the authoritative limiter decides `units`.
+    pub fn lease(&self, req: &LeaseReq) -> Result<Decision, ApiError> {
+        let r = self.rule(&req.rule)?;
+        let now = self.now_ns();
+        self.with_limiter(&r, &req.key, |l| l.check(now, req.units))
     }
 
     fn now_ns(&self) -> u64 {
@@ -64,11 +132,92 @@ impl RateLimitService {
     }
 
     /// Decide (and count) `cost` for `key` under `rule`.
-    pub fn check(&self, rule: &str, key: &str, cost: u64) -> Result<Answer, ApiError> {
+    pub async fn check(&self, rule: &str, key: &str, cost: u64) -> Result<Answer, ApiError> {
         let r = self.rule(rule)?;
         let now = self.now_ns();
-        let d = self.with_limiter(&r, key, |l| l.check(now, cost))?;
-        Ok(answer(&r, d))
+        let local = r.rule.scope == Scope::Node || matches!(r.rule.spec_for(key), Spec::Concurrency { .. });
+        let owner = if local { None } else { self.owner(rule, key) };
+        let owner_here = owner.as_ref().map(|(id, _)| *id);
+        let Some((owner_id, owner_addr)) = owner.filter(|(id, _)| *id != self.node_id) else {
+            // Node scope, or this node is the owner: the limiter here decides.
+            let d = self.with_limiter(&r, key, |l| l.check(now, cost))?;
+            let mut a = answer(&r, d);
+            a.owner = owner_here;
+            return Ok(a);
+        };
+        let id = (rule.to_string(), key.to_string());
+        // Spend from the allowance when it covers the cost.
+        {
+            let mut al = self.allowances.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(a) = al.get_mut(&id)
+                && a.expires_ns > now
+                && a.units >= cost
+            {
+                a.units -= cost;
+                let d = Decision {
+                    allowed: true,
+                    limit: a.owner.limit,
+                    remaining: a.owner.remaining.saturating_add(a.units),
+                    reset_after_ns: a.owner.reset_after_ns,
+                    retry_after_ns: None,
+                };
+                let mut ans = answer(&r, d);
+                ans.owner = Some(owner_id);
+                return Ok(ans);
+            }
+        }
+        // Lease more: a batch, or just the cost if the batch is refused.
+        let limit = r.rule.spec_for(key).build().map(|l| l.limit()).unwrap_or(1);
+        let nodes = self.consensus.status().map(|s| s.members.len()).unwrap_or(1).max(1) as u64;
+        let batch = (limit / (4 * nodes)).max(1).max(cost);
+        let mut asks = vec![batch];
+        if batch > cost {
+            asks.push(cost);
+        }
+        for units in asks {
+            let req = LeaseReq { rule: rule.into(), key: key.into(), units };
+            match self.transport.call::<_, Decision>(owner_id, &owner_addr, LEASE_PATH, &req, Some(LEASE_TIMEOUT)).await
+            {
+                Ok(d) if d.allowed => {
+                    let left = units - cost;
+                    let allowance = Allowance { units: left, expires_ns: now.saturating_add(LEASE_NS), owner: d };
+                    self.allowances.lock().unwrap_or_else(|e| e.into_inner()).insert(id, allowance);
+                    let mut ans = answer(&r, Decision { remaining: d.remaining.saturating_add(left), ..d });
+                    ans.owner = Some(owner_id);
+                    return Ok(ans);
+                }
+                Ok(d) => {
+                    if units == cost {
+                        let mut ans = answer(&r, d);
+                        ans.owner = Some(owner_id);
+                        return Ok(ans);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(owner = owner_id, error = %e, "ratelimit: owner unreachable");
+                    return Ok(match r.rule.on_unreachable {
+                        FailMode::Open => {
+                            let d = self.with_limiter(&r, key, |l| l.check(now, cost))?;
+                            let mut a = answer(&r, d);
+                            a.owner = Some(owner_id);
+                            a.degraded = Some("decided_locally");
+                            a
+                        }
+                        FailMode::Closed => Answer {
+                            allowed: r.rule.shadow,
+                            would_block: r.rule.shadow.then_some(true),
+                            limit,
+                            remaining: 0,
+                            reset_after_ms: 1000,
+                            retry_after_ms: (!r.rule.shadow).then_some(1000),
+                            owner: Some(owner_id),
+                            degraded: Some("owner_unreachable"),
+                        },
+                    });
+                }
+            }
+        }
+        Err(ApiError::internal("lease loop ended without an answer"))
     }
 
     /// Give back `cost` to a concurrency rule.
@@ -135,5 +284,7 @@ fn answer(r: &Stored, d: Decision) -> Answer {
         remaining: d.remaining,
         reset_after_ms: ms(d.reset_after_ns),
         retry_after_ms: if r.rule.shadow { None } else { d.retry_after_ns.map(ms) },
+        owner: None,
+        degraded: None,
     }
 }
