@@ -4,7 +4,6 @@
 
 pub mod cluster;
 pub mod nemesis;
-pub mod redis;
 pub mod suites;
 pub mod timeline;
 

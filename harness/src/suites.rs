@@ -222,8 +222,8 @@ async fn read_outcome(r: reqwest::Result<reqwest::Response>, start: Instant) -> 
 pub async fn kv(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     use std::collections::{BTreeMap, HashSet};
 
-    use crate::redis::Redis;
     use basalt_resp::Frame;
+    use basalt_runtime::redis::Redis;
 
     let mut c = Cluster::start_ring(&opts.exe, opts.nodes, opts.node_args.clone()).await;
     let mut addrs = Vec::new();

@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod process;
+pub mod redis;
 pub mod storage;
 pub mod system;
 pub mod transport;

@@ -5,12 +5,15 @@
 //! port. See README.md.
 
 mod api;
+mod bench;
 pub mod rules;
 mod service;
 
 use std::sync::Arc;
 
 use basalt_consensus::Consensus;
+use basalt_runtime::bench::BenchOpts;
+use basalt_runtime::system::BenchFuture;
 use basalt_runtime::{System, SystemContext};
 use serde::{Deserialize, Serialize};
 
@@ -48,5 +51,10 @@ impl System for RateLimitSystem {
         let svc = Arc::new(service::RateLimitService::new(consensus, rules, ctx.clock.clone(), transport, node_id));
         ctx.spawn("sweeper", svc.clone().sweeper(ctx.shutdown.clone()));
         Ok(api::routes(svc))
+    }
+
+    fn bench(opts: &BenchOpts) -> Option<BenchFuture> {
+        let opts = opts.clone();
+        Some(Box::pin(async move { bench::run(&opts).await }))
     }
 }

@@ -1,5 +1,5 @@
-//! A small Redis client for workloads, on Basalt's own wire codec: one connection, one
-//! command at a time, with a deadline.
+//! A small Redis client for tests, workloads and benchmarks, on Basalt's own wire codec: one
+//! connection, one command at a time (or a pipeline), with a deadline.
 
 use std::time::Duration;
 

@@ -1,0 +1,179 @@
+//! `basalt bench ratelimit`: decisions per second and latency — in process (the algorithm
+//! alone), over HTTP (`/v1/ratelimit/check` on one node), and over RESP: Basalt's
+//! `CL.THROTTLE` against redis-server running the usual sliding-window Lua limiter (ZSET per
+//! key, EVALSHA), driven by the same client, keys and concurrency in the same run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_ratelimit_core::{Limiter, TokenBucket, TokenBucketConfig};
+use basalt_resp::Frame;
+use basalt_runtime::bench::{BenchOpts, BenchResult, Report, measure_async, measure_threads};
+use basalt_runtime::process::{NodeProcess, NodeSpec, PeerProcess, free_port};
+use basalt_runtime::redis::Redis;
+
+const INSTALL: &str = "scripts/install-deps redis-server";
+const KEYS: u64 = 1000;
+const CONNS: usize = 50;
+
+/// The sliding-window limiter people write in Lua: drop entries older than the window, count,
+/// admit (and record) under the limit.
+const LUA: &str = "local k = KEYS[1] local now = tonumber(ARGV[1]) local window = tonumber(ARGV[2]) \
+local limit = tonumber(ARGV[3]) redis.call('ZREMRANGEBYSCORE', k, 0, now - window) \
+local n = redis.call('ZCARD', k) if n < limit then redis.call('ZADD', k, now, ARGV[4]) \
+redis.call('PEXPIRE', k, window) return 1 end return 0";
+
+async fn connections(addr: &str) -> anyhow::Result<Arc<Vec<tokio::sync::Mutex<Redis>>>> {
+    let mut v = Vec::new();
+    for _ in 0..CONNS {
+        v.push(tokio::sync::Mutex::new(Redis::connect(addr, Duration::from_secs(5)).await?));
+    }
+    Ok(Arc::new(v))
+}
+
+async fn wait_ping(addr: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = Redis::connect(addr, Duration::from_secs(1)).await
+            && matches!(c.cmd(&[b"PING"]).await, Ok(Frame::Simple(_)))
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{addr} did not answer PING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn result(name: &str, m: &basalt_runtime::bench::Measured) -> BenchResult {
+    let mut r = BenchResult::from_measured(name, m);
+    r.unit = "decisions/s".into();
+    r
+}
+
+pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
+    let mut results = Vec::new();
+
+    // In process: one token bucket per thread, the algorithm alone.
+    let cfg = TokenBucketConfig::new(1_000_000, 1_000_000, 1_000_000_000)?;
+    let m = measure_threads(opts, "token bucket in process", opts.threads, |_| {
+        let mut tb = TokenBucket::new(cfg);
+        let t0 = std::time::Instant::now();
+        move || {
+            let now = t0.elapsed().as_nanos() as u64;
+            std::hint::black_box(tb.check(now, 1));
+            1
+        }
+    });
+    results.push(result("token bucket, in process (per check)", &m));
+
+    let dir = tempfile::tempdir()?;
+    let resp_port = free_port()?;
+    let spec = NodeSpec::new(&opts.exe, dir.path().join("basalt"))
+        .arg("--resp-addr")
+        .arg(format!("127.0.0.1:{resp_port}"))
+        .arg("--log-level")
+        .arg("warn")
+        .arg("--set")
+        .arg("fsync=\"periodic\"");
+    let node = NodeProcess::start(spec, Duration::from_secs(60)).await?;
+    let url = node.url();
+    let http = basalt_runtime::reqwest::Client::builder().pool_max_idle_per_host(opts.concurrency).build()?;
+    let rule =
+        serde_json::json!({"limiter": {"algorithm": "gcra", "max_burst": 100, "count": 1000, "period_ms": 1000}});
+    let r = http.put(format!("{url}/v1/ratelimit/rules/bench")).json(&rule).send().await?;
+    anyhow::ensure!(r.status().is_success(), "creating the rule: {}", r.text().await?);
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let m = measure_async(opts, "HTTP check", opts.concurrency, {
+        let (http, url, counter) = (http.clone(), url.clone(), counter.clone());
+        move |_| {
+            let (http, url, counter) = (http.clone(), url.clone(), counter.clone());
+            async move {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % KEYS;
+                let r = http
+                    .post(format!("{url}/v1/ratelimit/check"))
+                    .json(&serde_json::json!({"rule": "bench", "key": format!("k{n}")}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 200 || r.status() == 429, "status {}", r.status());
+                let _ = r.bytes().await?;
+                Ok(1)
+            }
+        }
+    })
+    .await;
+    results.push(result(&format!("HTTP /v1/ratelimit/check ({} concurrent)", opts.concurrency), &m));
+
+    // RESP: the same keys and connections against both servers.
+    anyhow::ensure!(PeerProcess::available("redis-server"), "redis-server is not installed; run `{INSTALL}`");
+    let rport = free_port()?;
+    let args: Vec<String> = ["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let _redis = PeerProcess::start("redis-server", "redis-server", &args, &dir.path().join("redis.log"), INSTALL)?;
+    let raddr = format!("127.0.0.1:{rport}");
+    wait_ping(&raddr).await?;
+    let sha =
+        match Redis::connect(&raddr, Duration::from_secs(5)).await?.cmd(&[b"SCRIPT", b"LOAD", LUA.as_bytes()]).await? {
+            Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+            other => anyhow::bail!("SCRIPT LOAD answered {other:?}"),
+        };
+    let baddr = format!("127.0.0.1:{resp_port}");
+    wait_ping(&baddr).await?;
+
+    let conns = connections(&baddr).await?;
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let basalt = measure_async(opts, "CL.THROTTLE", CONNS, {
+        let (conns, counter) = (conns.clone(), counter.clone());
+        move |i| {
+            let (conns, counter) = (conns.clone(), counter.clone());
+            async move {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % KEYS;
+                let key = format!("rl:{n}");
+                let mut c = conns[i].lock().await;
+                match c.cmd(&[b"CL.THROTTLE", key.as_bytes(), b"100", b"1000", b"1", b"1"]).await? {
+                    Frame::Array(_) => Ok(1),
+                    other => anyhow::bail!("CL.THROTTLE answered {other:?}"),
+                }
+            }
+        }
+    })
+    .await;
+    let conns = connections(&raddr).await?;
+    let peer = measure_async(opts, "Lua sliding window", CONNS, {
+        let (conns, counter, sha) = (conns.clone(), counter.clone(), sha.clone());
+        let t0 = std::time::Instant::now();
+        move |i| {
+            let (conns, counter, sha) = (conns.clone(), counter.clone(), sha.clone());
+            async move {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let key = format!("rl:{}", n % KEYS);
+                let now = t0.elapsed().as_millis().to_string();
+                let member = n.to_string();
+                let mut c = conns[i].lock().await;
+                let args: [&[u8]; 8] = [
+                    b"EVALSHA",
+                    sha.as_bytes(),
+                    b"1",
+                    key.as_bytes(),
+                    now.as_bytes(),
+                    b"1000",
+                    b"1101",
+                    member.as_bytes(),
+                ];
+                match c.cmd(&args).await? {
+                    Frame::Integer(_) => Ok(1),
+                    other => anyhow::bail!("EVALSHA answered {other:?}"),
+                }
+            }
+        }
+    })
+    .await;
+    let mut r = result(&format!("RESP CL.THROTTLE, 1 node ({CONNS} connections)"), &basalt);
+    r = r.with_peer(
+        &format!("redis-server 7.0 + Lua sliding window (p99 {:.0} µs)", peer.percentile_us(99.0)),
+        peer.ops_per_sec(),
+    );
+    results.push(r);
+    Ok(Report { system: "ratelimit".into(), results })
+}
