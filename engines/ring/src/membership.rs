@@ -140,6 +140,15 @@ impl Membership {
             && g.seen.get(&id).is_some_and(|a| a.last.elapsed() < self.suspect && a.phi() < self.phi_threshold)
     }
 
+    /// Heard from recently, whether or not it left the ring.
+    pub fn reachable(&self, id: NodeId) -> bool {
+        if id == self.me {
+            return true;
+        }
+        let g = self.lock();
+        g.seen.get(&id).is_some_and(|a| a.last.elapsed() < self.suspect && a.phi() < self.phi_threshold)
+    }
+
     /// A new heartbeat for this node (once per gossip round).
     pub fn tick(&self) {
         let mut g = self.lock();

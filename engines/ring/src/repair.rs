@@ -211,7 +211,9 @@ impl Repairer {
             let req = GcReq(chunk.to_vec());
             let mut ok = vec![true; chunk.len()];
             let mut everyone = true;
-            for m in c.membership.table() {
+            // Every member — except one that left the ring and is gone (it handed its data off
+            // before going; a leaver that is still up is asked like everyone else).
+            for m in c.membership.table().into_iter().filter(|m| !m.left || c.membership.reachable(m.node_id)) {
                 if m.node_id == me {
                     continue;
                 }
@@ -236,7 +238,7 @@ impl Repairer {
             if purge.0.is_empty() {
                 continue;
             }
-            for m in c.membership.table() {
+            for m in c.membership.table().into_iter().filter(|m| !m.left || c.membership.reachable(m.node_id)) {
                 if m.node_id != me {
                     let timeout = Some(Duration::from_secs(1));
                     let _ = c.transport.call::<_, GcResp>(m.node_id, &m.peer_addr, GC_PURGE, &purge, timeout).await;
