@@ -19,12 +19,6 @@ pub type Obj = Object<Value>;
 
 pub const MERKLE_DEPTH: u32 = 6;
 const STRIPES: usize = 64;
-/// Objects cached per stripe (decoded, with their encoding): writes to hot keys skip the
-/// store's read and the decode. A full stripe is simply emptied.
-const CACHE_PER_STRIPE: usize = 4096;
-
-/// A stripe's cache: key → (encoding as stored, object).
-type Shard = std::collections::HashMap<Vec<u8>, (Vec<u8>, Obj)>;
 
 pub struct Replica {
     ns: Namespace,
@@ -32,9 +26,7 @@ pub struct Replica {
     trees: Mutex<Vec<Merkle>>,
     /// Keys whose object holds only tombstones (what collection looks at).
     tombstones: Mutex<std::collections::BTreeSet<Vec<u8>>>,
-    /// Read-modify-writes of a key run under its stripe's lock, which also guards the stripe's
-    /// cache (so the cache is exactly what the store holds).
-    stripes: Vec<tokio::sync::Mutex<Shard>>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
 fn store_key(partition: u32, key: &[u8]) -> Vec<u8> {
@@ -84,7 +76,7 @@ impl Replica {
             let b = t.bucket(hash64(key), partition_bits);
             t.add(b, entry_hash(key, &v));
         }
-        let stripes = (0..STRIPES).map(|_| tokio::sync::Mutex::new(Shard::new())).collect();
+        let stripes = (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
         Ok(Self { ns, partition_bits, trees: Mutex::new(trees), tombstones: Mutex::new(tombstones), stripes })
     }
 
@@ -106,36 +98,12 @@ impl Replica {
         })
     }
 
-    fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<Shard> {
+    fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
         &self.stripes[(hash64(key) as usize) % STRIPES]
     }
 
-    /// The object as stored (its encoding too), from the stripe's cache or the store; taken out
-    /// of the cache (`keep` puts it back).
-    fn take(&self, shard: &mut Shard, key: &[u8]) -> anyhow::Result<(Option<Vec<u8>>, Obj)> {
-        if let Some((enc, o)) = shard.remove(key) {
-            return Ok((Some(enc), o));
-        }
-        let p = self.partition_of(key);
-        Ok(match self.ns.get(store_key(p, key))? {
-            Some(b) => {
-                let o = decode(&b)?;
-                (Some(b), o)
-            }
-            None => (None, Obj::default()),
-        })
-    }
-
-    fn keep(shard: &mut Shard, key: &[u8], enc: Vec<u8>, o: Obj) {
-        if shard.len() >= CACHE_PER_STRIPE {
-            shard.clear();
-        }
-        shard.insert(key.to_vec(), (enc, o));
-    }
-
     /// Store `new` in place of `old` (whose encoding was `old_enc`), keeping the tree in step.
-    /// Answers the new encoding.
-    fn replace(&self, key: &[u8], old_enc: Option<&[u8]>, new: &Obj) -> anyhow::Result<Vec<u8>> {
+    fn replace(&self, key: &[u8], old_enc: Option<&[u8]>, new: &Obj) -> anyhow::Result<()> {
         let p = self.partition_of(key);
         let enc = encode(new);
         self.ns.put(store_key(p, key), &enc)?;
@@ -154,7 +122,7 @@ impl Replica {
             t.remove(b, entry_hash(key, o));
         }
         t.add(b, entry_hash(key, &enc));
-        Ok(enc)
+        Ok(())
     }
 
     /// A write coordinated here: a new dot from `actor`, superseding what `ctx` covers (or, with
@@ -176,48 +144,46 @@ impl Replica {
 
     /// Read-modify-write of one object under its lock; durable when it returns.
     pub async fn update(&self, key: &[u8], f: impl FnOnce(&mut Obj) -> anyhow::Result<()>) -> anyhow::Result<Obj> {
-        let mut shard = self.stripe(key).lock().await;
-        let (old, mut o) = self.take(&mut shard, key)?;
-        if let Err(e) = f(&mut o) {
-            if let Some(enc) = old {
-                // Unchanged (the closure may have touched `o`: re-decode what is stored).
-                let kept = decode(&enc)?;
-                Self::keep(&mut shard, key, enc, kept);
-            }
-            return Err(e);
-        }
-        let enc = self.replace(key, old.as_deref(), &o)?;
-        Self::keep(&mut shard, key, enc, o.clone());
-        drop(shard);
+        let _g = self.stripe(key).lock().await;
+        let p = self.partition_of(key);
+        let old = self.ns.get(store_key(p, key))?;
+        let mut o = match &old {
+            Some(b) => decode(b)?,
+            None => Obj::default(),
+        };
+        f(&mut o)?;
+        self.replace(key, old.as_deref(), &o)?;
+        drop(_g);
         self.ns.sync().await?;
         Ok(o)
     }
 
     /// Merge another replica's object in. Answers the merged object and whether it changed.
     pub async fn merge(&self, key: &[u8], other: &Obj) -> anyhow::Result<(Obj, bool)> {
-        let mut shard = self.stripe(key).lock().await;
-        let (old, mut o) = self.take(&mut shard, key)?;
-        if let Some(enc) = &old
-            && o.contains(other)
-        {
-            Self::keep(&mut shard, key, enc.clone(), o.clone());
+        let _g = self.stripe(key).lock().await;
+        let p = self.partition_of(key);
+        let old = self.ns.get(store_key(p, key))?;
+        let mut o = match &old {
+            Some(b) => decode(b)?,
+            None => Obj::default(),
+        };
+        let before = o.clone();
+        o.merge(other);
+        if o == before && old.is_some() {
             return Ok((o, false));
         }
-        o.merge(other);
-        let enc = self.replace(key, old.as_deref(), &o)?;
-        Self::keep(&mut shard, key, enc, o.clone());
-        drop(shard);
+        self.replace(key, old.as_deref(), &o)?;
+        drop(_g);
         self.ns.sync().await?;
         Ok((o, true))
     }
 
     /// Drop a key this node no longer replicates, if it still holds exactly `expected`.
     pub async fn remove_if(&self, key: &[u8], expected: &Obj) -> anyhow::Result<bool> {
-        let mut shard = self.stripe(key).lock().await;
+        let _g = self.stripe(key).lock().await;
         let p = self.partition_of(key);
-        let (Some(old), o) = self.take(&mut shard, key)? else { return Ok(false) };
-        if o != *expected {
-            Self::keep(&mut shard, key, old, o);
+        let Some(old) = self.ns.get(store_key(p, key))? else { return Ok(false) };
+        if decode(&old)? != *expected {
             return Ok(false);
         }
         self.ns.delete(store_key(p, key))?;
