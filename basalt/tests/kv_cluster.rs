@@ -53,38 +53,29 @@ struct Ring {
     specs: Vec<NodeSpec>,
 }
 
-const RING_ARGS: [&str; 16] = [
-    "--set",
-    "engines.ring.tombstone_grace_ms=300",
-    "--set",
-    "engines.consensus.enabled=false",
-    "--set",
-    "systems.config.enabled=false",
-    "--set",
-    "engines.ring.gossip_ms=100",
-    "--set",
-    "engines.ring.suspect_ms=1000",
-    "--set",
-    "engines.ring.ae_ms=500",
-    "--set",
-    "engines.ring.handoff_ms=300",
-    "--set",
-    "fault_injection=true",
-];
+/// The harness's ring-only settings, plus a short tombstone grace and fault injection.
+fn ring_args() -> impl Iterator<Item = &'static str> {
+    basalt_harness::cluster::RING_ONLY_ARGS.into_iter().chain([
+        "--set",
+        "engines.ring.tombstone_grace_ms=300",
+        "--set",
+        "fault_injection=true",
+    ])
+}
 
 impl Ring {
     async fn start(n: usize) -> Self {
         Self::start_with(n, &[]).await
     }
 
-    async fn start_with(n: usize, extra: &[&str]) -> Self {
+    async fn start_with(n: usize, extra: &[&'static str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Ring { dir, nodes: Vec::new(), specs: Vec::new() };
         for id in 1..=n {
             let mut spec =
                 NodeSpec::new(EXE, r.dir.path().join(format!("node-{id}"))).arg("--node-id").arg(id.to_string());
-            for a in RING_ARGS.iter().chain(extra) {
-                spec = spec.arg(*a);
+            for a in ring_args().chain(extra.iter().copied()) {
+                spec = spec.arg(a);
             }
             if let Some(first) = r.nodes.first().and_then(|n| n.as_ref()) {
                 spec = spec.arg("--join").arg(first.http_addr.clone());
@@ -101,7 +92,7 @@ impl Ring {
         let id = self.nodes.len() + 1;
         let mut spec =
             NodeSpec::new(EXE, self.dir.path().join(format!("node-{id}"))).arg("--node-id").arg(id.to_string());
-        for a in RING_ARGS {
+        for a in ring_args() {
             spec = spec.arg(a);
         }
         spec = spec.arg("--join").arg(self.nodes[0].as_ref().unwrap().http_addr.clone());
