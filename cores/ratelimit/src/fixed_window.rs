@@ -123,23 +123,7 @@ impl FixedWindow {
     }
 }
 
-impl Limiter for FixedWindow {
-    fn check(&mut self, now_ns: u64, cost: u64) -> Decision {
-        let (decision, commit) = self.decide(now_ns, cost);
-        if let Some(state) = commit {
-            self.state = state;
-        }
-        decision
-    }
-
-    fn peek(&self, now_ns: u64) -> Decision {
-        self.decide(now_ns, 0).0
-    }
-
-    fn limit(&self) -> u64 {
-        self.config.limit
-    }
-}
+crate::limiter_from_decide!(FixedWindow, |c| c.limit);
 
 #[cfg(test)]
 mod tests {

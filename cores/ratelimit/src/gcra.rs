@@ -206,23 +206,7 @@ impl Gcra {
     }
 }
 
-impl Limiter for Gcra {
-    fn check(&mut self, now_ns: u64, cost: u64) -> Decision {
-        let (decision, commit) = self.decide(now_ns, cost);
-        if let Some(state) = commit {
-            self.state = state;
-        }
-        decision
-    }
-
-    fn peek(&self, now_ns: u64) -> Decision {
-        self.decide(now_ns, 0).0
-    }
-
-    fn limit(&self) -> u64 {
-        self.config.limit()
-    }
-}
+crate::limiter_from_decide!(Gcra, |c| c.limit());
 
 /// A duration as redis-cell replies it: whole seconds, plus one if the remainder has at least a
 /// whole millisecond (so a sub-millisecond remainder is dropped).

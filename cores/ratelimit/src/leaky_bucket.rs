@@ -166,23 +166,7 @@ impl LeakyBucket {
     }
 }
 
-impl Limiter for LeakyBucket {
-    fn check(&mut self, now_ns: u64, cost: u64) -> Decision {
-        let (decision, commit) = self.decide(now_ns, cost);
-        if let Some(state) = commit {
-            self.state = state;
-        }
-        decision
-    }
-
-    fn peek(&self, now_ns: u64) -> Decision {
-        self.decide(now_ns, 0).0
-    }
-
-    fn limit(&self) -> u64 {
-        self.config.capacity
-    }
-}
+crate::limiter_from_decide!(LeakyBucket, |c| c.capacity);
 
 #[cfg(test)]
 mod tests {

@@ -77,6 +77,34 @@ pub trait Limiter {
     fn limit(&self) -> u64;
 }
 
+/// `Limiter` for an algorithm written as `fn decide(&self, now_ns, cost) -> (Decision,
+/// Option<State>)` (the decision, and the state to commit when admitted): `check` commits,
+/// `peek` decides a zero cost. `$limit` is the limit from the config `c`. The module must have
+/// `Limiter` in scope.
+macro_rules! limiter_from_decide {
+    ($t:ty, |$c:ident| $limit:expr) => {
+        impl Limiter for $t {
+            fn check(&mut self, now_ns: u64, cost: u64) -> $crate::Decision {
+                let (decision, commit) = self.decide(now_ns, cost);
+                if let Some(state) = commit {
+                    self.state = state;
+                }
+                decision
+            }
+
+            fn peek(&self, now_ns: u64) -> $crate::Decision {
+                self.decide(now_ns, 0).0
+            }
+
+            fn limit(&self) -> u64 {
+                let $c = &self.config;
+                $limit
+            }
+        }
+    };
+}
+pub(crate) use limiter_from_decide;
+
 /// A parameter that a configuration constructor rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

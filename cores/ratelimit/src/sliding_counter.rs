@@ -195,23 +195,7 @@ fn wait_for_decay(weight: u64, room: u64, p: u64) -> u64 {
     p - u64::try_from(k).unwrap_or(u64::MAX).min(p)
 }
 
-impl Limiter for SlidingCounter {
-    fn check(&mut self, now_ns: u64, cost: u64) -> Decision {
-        let (decision, commit) = self.decide(now_ns, cost);
-        if let Some(state) = commit {
-            self.state = state;
-        }
-        decision
-    }
-
-    fn peek(&self, now_ns: u64) -> Decision {
-        self.decide(now_ns, 0).0
-    }
-
-    fn limit(&self) -> u64 {
-        self.config.limit
-    }
-}
+crate::limiter_from_decide!(SlidingCounter, |c| c.limit);
 
 #[cfg(test)]
 mod tests {
