@@ -7,43 +7,21 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use basalt_resp::{Frame, encode_request, parse_reply};
+use basalt_resp::Frame;
 use basalt_runtime::process::{NodeProcess, NodeSpec};
-use bytes::BytesMut;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A minimal Redis client on the wire codec: one command, one reply.
-struct Redis {
-    sock: tokio::net::TcpStream,
-    buf: BytesMut,
-}
+/// The runtime's RESP client, taking `&str` arguments.
+struct Redis(basalt_runtime::redis::Redis);
 
 impl Redis {
     async fn connect(addr: &str) -> std::io::Result<Self> {
-        let sock = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| std::io::Error::other("connect timeout"))??;
-        Ok(Self { sock, buf: BytesMut::new() })
+        basalt_runtime::redis::Redis::connect(addr, Duration::from_secs(10)).await.map(Redis)
     }
 
     async fn cmd(&mut self, args: &[&str]) -> std::io::Result<Frame> {
-        let mut out = BytesMut::new();
         let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
-        encode_request(&a, &mut out);
-        self.sock.write_all(&out).await?;
-        loop {
-            if let Some((f, used)) = parse_reply(&self.buf).map_err(std::io::Error::other)? {
-                let _ = self.buf.split_to(used);
-                return Ok(f);
-            }
-            let n = tokio::time::timeout(Duration::from_secs(10), self.sock.read_buf(&mut self.buf))
-                .await
-                .map_err(|_| std::io::Error::other("reply timeout"))??;
-            if n == 0 {
-                return Err(std::io::Error::other("closed"));
-            }
-        }
+        self.0.cmd(&a).await
     }
 }
 
@@ -149,17 +127,7 @@ impl Ring {
     }
 }
 
-async fn wait<F, Fut>(what: &str, mut pred: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !pred().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use basalt_harness::wait_until as wait;
 
 /// SET through a fresh connection to `addr`; true when acknowledged.
 async fn set(addr: &str, k: &str, v: &str) -> bool {

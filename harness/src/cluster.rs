@@ -166,16 +166,12 @@ impl Cluster {
     }
 
     /// Wait (up to 60 s) until `pred` holds, polling every 20 ms.
-    pub async fn wait_for<F, Fut>(&self, what: &str, mut pred: F)
+    pub async fn wait_for<F, Fut>(&self, what: &str, pred: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while !pred().await {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::wait_until(what, pred).await
     }
 
     pub async fn wait_voters(&self, n: usize) {

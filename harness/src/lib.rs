@@ -26,3 +26,16 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
         Err(e) => (0, serde_json::Value::String(e.to_string())),
     }
 }
+
+/// Wait (up to 60 s) until `pred` holds, polling every 20 ms; panics naming `what` otherwise.
+pub async fn wait_until<F, Fut>(what: &str, mut pred: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !pred().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

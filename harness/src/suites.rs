@@ -65,6 +65,23 @@ pub struct SuiteReport {
 
 type RegOp = Op<RegisterOp, RegisterRet>;
 
+/// The seeded fault schedule every suite runs beside its workload: a fault every 0.5–1.5 s,
+/// held 0.5–1.5 s, undone, until 3 s before the end (so the last one heals in time).
+async fn run_nemesis(c: &mut Cluster, opts: &SuiteOpts, start: Instant, deadline: Instant) -> Vec<FaultSpan> {
+    let mut nemesis = Nemesis::new(opts.seed, opts.nemeses.clone());
+    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
+    let mut faults = Vec::new();
+    while Instant::now() + Duration::from_secs(3) < deadline {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
+        let start_ns = start.elapsed().as_nanos() as u64;
+        let f = nemesis.strike(c).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
+        nemesis.undo(c, &f).await;
+        faults.push(FaultSpan { start_ns, end_ns: start.elapsed().as_nanos() as u64, fault: f });
+    }
+    faults
+}
+
 pub async fn config(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     let mut c = Cluster::start_with_args(&opts.exe, opts.nodes, opts.node_args.clone()).await;
     let leader = c.leader().await;
@@ -109,17 +126,7 @@ pub async fn config(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
             }
         }));
     }
-    let mut nemesis = Nemesis::new(opts.seed, opts.nemeses.clone());
-    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
-    let mut faults = Vec::new();
-    while Instant::now() + Duration::from_secs(3) < deadline {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
-        let start_ns = start.elapsed().as_nanos() as u64;
-        let f = nemesis.strike(&mut c).await;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
-        nemesis.undo(&mut c, &f).await;
-        faults.push(FaultSpan { start_ns, end_ns: start.elapsed().as_nanos() as u64, fault: f });
-    }
+    let faults = run_nemesis(&mut c, opts, start, deadline).await;
     for t in clients {
         let _ = t.await;
     }
@@ -280,18 +287,7 @@ pub async fn kv(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
             }
         }));
     }
-    let kinds: Vec<Kind> = opts.nemeses.clone();
-    let mut nemesis = Nemesis::new(opts.seed, kinds);
-    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
-    let mut faults = Vec::new();
-    while Instant::now() + Duration::from_secs(3) < deadline {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
-        let start_ns = start.elapsed().as_nanos() as u64;
-        let f = nemesis.strike(&mut c).await;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
-        nemesis.undo(&mut c, &f).await;
-        faults.push(FaultSpan { start_ns, end_ns: start.elapsed().as_nanos() as u64, fault: f });
-    }
+    let faults = run_nemesis(&mut c, opts, start, deadline).await;
     for t in clients {
         let _ = t.await;
     }
