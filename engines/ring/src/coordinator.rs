@@ -121,6 +121,10 @@ pub struct Coordinator {
 
 pub const ACTOR_KEY: &[u8] = b"actor";
 
+fn no_home() -> RingError {
+    RingError::Unavailable { what: "write: no home replica of the key answered".into(), needed: 1, got: 0 }
+}
+
 fn internal(e: impl std::fmt::Display) -> RingError {
     RingError::Internal(e.to_string())
 }
@@ -188,15 +192,26 @@ impl Coordinator {
             return self.coordinate_put(key, ctx, value, q).await;
         }
         let req = PutReq { key: key.to_vec(), ctx, value, quorum: q };
-        for h in home.into_iter().filter(|h| self.membership.alive(*h)) {
-            match self.call::<_, Result<Obj, RingError>>(h, PUT, &req).await {
-                Ok(r) => return r,
+        let live: Vec<NodeId> = home.into_iter().filter(|h| self.membership.alive(*h)).collect();
+        self.forward(&live, PUT, &req).await.unwrap_or_else(|| Err(no_home()))
+    }
+
+    /// Send `req` to the first of `to` that answers; None if none does.
+    async fn forward<Req: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        to: &[NodeId],
+        path: &str,
+        req: &Req,
+    ) -> Option<Result<T, RingError>> {
+        for h in to {
+            match self.call::<_, Result<T, RingError>>(*h, path, req).await {
+                Ok(r) => return Some(r),
                 Err(e) => {
-                    tracing::debug!(peer = h, error = %e, "ring: forwarding a write failed; trying the next home replica")
+                    tracing::debug!(peer = h, error = %e, path, "ring: forwarding failed; trying the next home replica")
                 }
             }
         }
-        Err(RingError::Unavailable { what: "write: no home replica of the key answered".into(), needed: 1, got: 0 })
+        None
     }
 
     /// Coordinate a write here (this node is a home replica of the key).
@@ -224,16 +239,16 @@ impl Coordinator {
         let q = self.effective(q);
         let me = self.membership.me;
         let req = UpdateReq { updater: name.into(), key: key.to_vec(), arg: arg.to_vec(), quorum: q };
-        for h in self.home(key, q.n).into_iter().filter(|h| self.membership.alive(*h)) {
-            if h == me {
-                return self.coordinate_update(name, key, arg, q).await;
-            }
-            match self.call::<_, Result<Vec<u8>, RingError>>(h, UPDATE, &req).await {
-                Ok(r) => return r,
-                Err(e) => tracing::debug!(peer = h, error = %e, "ring: forwarding an update failed; trying the next"),
-            }
+        let live: Vec<NodeId> = self.home(key, q.n).into_iter().filter(|h| self.membership.alive(*h)).collect();
+        // Live home replicas ahead of this one come first; then this one, if it is home.
+        let ahead = live.iter().position(|h| *h == me).unwrap_or(live.len());
+        if let Some(r) = self.forward(&live[..ahead], UPDATE, &req).await {
+            return r;
         }
-        Err(RingError::Unavailable { what: "write: no home replica of the key answered".into(), needed: 1, got: 0 })
+        if ahead < live.len() {
+            return self.coordinate_update(name, key, arg, q).await;
+        }
+        Err(no_home())
     }
 
     /// Run the updater here (this node is a home replica of the key).
