@@ -261,7 +261,7 @@ impl RateLimitService {
     pub fn sweep(&self) -> usize {
         let now = self.now_ns();
         let mut m = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|(rule, _), (_, l)| self.rules.get(rule).is_some() && l.peek(now).remaining < l.limit());
+        m.retain(|(rule, _), (_, l)| self.rules.get(rule).is_some() && !full_again(l, now));
         m.len()
     }
 
@@ -276,6 +276,11 @@ impl RateLimitService {
     }
 }
 
+/// A limiter back to its full limit decides exactly like a fresh one: it can be dropped.
+fn full_again(l: &AnyLimiter, now_ns: u64) -> bool {
+    l.peek(now_ns).remaining >= l.limit()
+}
+
 fn answer(r: &Stored, d: Decision) -> Answer {
     Answer {
         allowed: d.allowed || r.rule.shadow,
@@ -286,5 +291,24 @@ fn answer(r: &Stored, d: Decision) -> Answer {
         retry_after_ms: if r.rule.shadow { None } else { d.retry_after_ns.map(ms) },
         owner: None,
         degraded: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Spec;
+
+    #[test]
+    fn only_limiters_back_to_full_are_forgotten() {
+        let s = 1_000_000_000;
+        let mut tb = Spec::TokenBucket { capacity: 2, refill: 1, period_ms: 1000 }.build().unwrap();
+        assert!(full_again(&tb, 0));
+        assert!(tb.check(0, 1).allowed);
+        assert!(!full_again(&tb, 0), "a spent token is remembered");
+        assert!(full_again(&tb, s), "refilled after a second");
+        let mut c = Spec::Concurrency { limit: 1 }.build().unwrap();
+        assert!(c.check(0, 1).allowed);
+        assert!(!full_again(&c, 10 * s), "an in-flight request is never forgotten");
     }
 }
