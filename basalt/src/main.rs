@@ -25,6 +25,7 @@ fn plugs() -> Vec<Plug> {
         plug::<basalt_config::ConfigSystem>(),
         plug::<basalt_kv::KvSystem>(),
         plug::<basalt_ratelimit::RateLimitSystem>(),
+        plug::<basalt_flags::FlagsSystem>(),
     ]
 }
 

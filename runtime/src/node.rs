@@ -124,6 +124,7 @@ pub async fn run(
     }
 
     let mut systems = Vec::new();
+    let mut root_routes = Vec::new();
     for plug in &plugs {
         if !config.system_enabled(plug.name) {
             tracing::info!(system = plug.name, "disabled by configuration");
@@ -139,11 +140,13 @@ pub async fn run(
         let routes = plug
             .start(&mut ctx, config.system_table(plug.name))
             .with_context(|| format!("starting system `{}`", plug.name))?;
+        root_routes.extend(ctx.take_root_routes());
         systems.push((plug.name, routes));
     }
 
     let mut peer_routes = Router::new();
     let mut public_routes = vec![node_routes(&config, &faults, &clock)];
+    public_routes.append(&mut root_routes);
     for engine in &mut engines {
         let name = engine.name();
         let mut ctx = shared.engine_context(name, &mut extensions, &mut registry, &mut tasks);

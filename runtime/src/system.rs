@@ -64,6 +64,7 @@ pub struct SystemContext<'a> {
     metrics: &'a mut Registry,
     tasks: &'a mut Tasks,
     extensions: &'a Extensions,
+    root_routes: Vec<Router>,
 }
 
 impl<'a> SystemContext<'a> {
@@ -87,7 +88,20 @@ impl<'a> SystemContext<'a> {
             metrics,
             tasks,
             extensions,
+            root_routes: Vec::new(),
         }
+    }
+
+    /// Serve `routes` at the root of the node's HTTP address instead of under `/v1/<NAME>`: for
+    /// industry protocols whose paths are fixed (OpenFeature's `/ofrep/v1/…`). The paths must not
+    /// collide with another system's or the node's own.
+    pub fn serve_at_root(&mut self, routes: Router) {
+        self.root_routes.push(routes);
+    }
+
+    /// The routes given to [`serve_at_root`](Self::serve_at_root) (taken by the node after start).
+    pub fn take_root_routes(&mut self) -> Vec<Router> {
+        std::mem::take(&mut self.root_routes)
     }
 
     /// A handle an engine shared, e.g. `ctx.engine::<Consensus>()`.

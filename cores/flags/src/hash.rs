@@ -35,6 +35,12 @@ pub(crate) fn bucket_bytes(flag_key: &str, salt: &str, value: &[u8]) -> u32 {
     ((u128::from(mixed) * u128::from(TOTAL_WEIGHT)) >> 64) as u32
 }
 
+/// A stable 64-bit fingerprint of `bytes` (the same hash without the range mapping): for cache
+/// validators that must agree across nodes and builds, such as OFREP's bulk `ETag`.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    splitmix64_finalize(fnv1a(FNV_OFFSET_BASIS, bytes))
+}
+
 fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= u64::from(b);

@@ -8,6 +8,7 @@
 //! - [`evaluate`] and the typed helpers ([`evaluate_bool`], …) — OpenFeature reasons and error codes.
 //! - [`bucket`] — the stable rollout hash.
 //! - [`FlagStore`] — a cross-validated set of flags and segments that is its own [`Lookup`].
+//! - [`wire`] — what a server streams to SDKs: a [`Snapshot`], then [`Delta`]s; [`FlagSet`] applies them.
 //!
 //! # Decisions
 //!
@@ -31,6 +32,7 @@ pub mod hash;
 pub mod model;
 mod semver;
 pub mod store;
+pub mod wire;
 
 pub use compile::{
     CompiledFlag, CompiledSegment, MAX_PREREQUISITE_EVALUATIONS, REGEX_SIZE_LIMIT, ValidationError, compile,
@@ -45,3 +47,4 @@ pub use model::{
     Clause, EvalContext, Flag, FlagKind, Op, Prerequisite, Rule, Segment, Serve, TARGETING_KEY_ATTRIBUTE, TOTAL_WEIGHT,
 };
 pub use store::FlagStore;
+pub use wire::{Delta, DeltaError, FlagSet, Snapshot};

@@ -14,6 +14,9 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 429/503 answers that know when to come back.
     pub retry_after_s: Option<u64>,
+    /// The offending field of the request body, as a path (`rules[2].clauses[0].op`), when the
+    /// error is about one field.
+    pub field: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -25,11 +28,13 @@ struct Body<'a> {
 struct Inner<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into(), retry_after_s: None }
+        Self { status, code: code.into(), message: message.into(), retry_after_s: None, field: None }
     }
 
     pub fn bad_request(code: impl Into<String>, message: impl Into<String>) -> Self {
@@ -48,6 +53,12 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// Name the offending field (reported as `error.field`).
+    pub fn with_field(mut self, path: impl Into<String>) -> Self {
+        self.field = Some(path.into());
+        self
+    }
+
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after_s = Some(seconds);
         self
@@ -55,8 +66,10 @@ impl ApiError {
 
     /// The JSON body, for places that build responses by hand.
     pub fn body_json(&self) -> String {
-        serde_json::to_string(&Body { error: Inner { code: &self.code, message: &self.message } })
-            .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"error encoding failed"}}"#.into())
+        serde_json::to_string(&Body {
+            error: Inner { code: &self.code, message: &self.message, field: self.field.as_deref() },
+        })
+        .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"error encoding failed"}}"#.into())
     }
 }
 
