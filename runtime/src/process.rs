@@ -210,3 +210,43 @@ impl Drop for PeerProcess {
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// Start `n` real nodes as one Raft cluster for a benchmark: node 1 bootstraps, the others join
+/// it, each node given `node_args(id)`; returns once all `n` are voters and a leader is known,
+/// with that leader's id.
+pub async fn raft_cluster(
+    exe: &Path,
+    dir: &Path,
+    n: u64,
+    node_args: impl Fn(u64) -> Vec<String>,
+) -> anyhow::Result<(Vec<NodeProcess>, u64)> {
+    let mut nodes: Vec<NodeProcess> = Vec::new();
+    for id in 1..=n {
+        let mut spec = NodeSpec::new(exe, dir.join(format!("basalt-{id}")))
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--log-level")
+            .arg("warn");
+        for a in node_args(id) {
+            spec = spec.arg(a);
+        }
+        if let Some(first) = nodes.first() {
+            spec = spec.arg("--join").arg(first.http_addr.clone());
+        }
+        nodes.push(NodeProcess::start(spec, Duration::from_secs(60)).await?);
+    }
+    let client = reqwest::Client::new();
+    let url = nodes[0].url();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let s: serde_json::Value = client.get(format!("{url}/v1/cluster")).send().await?.json().await?;
+        let voters = s["members"].as_array().map_or(0, |m| m.iter().filter(|x| x["voter"] == true).count());
+        if voters as u64 == n
+            && let Some(leader) = s["leader_id"].as_u64()
+        {
+            return Ok((nodes, leader));
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the {n}-node cluster did not form: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

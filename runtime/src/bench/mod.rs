@@ -68,6 +68,20 @@ impl BenchResult {
         }
     }
 
+    /// A result measured in milliseconds: `value_us` shown in ms, with its percentiles in µs.
+    pub fn ms(name: &str, value_us: f64, p50_us: f64, p99_us: f64) -> Self {
+        Self {
+            name: name.into(),
+            unit: "ms".into(),
+            value: (value_us / 100.0).round() / 10.0,
+            p50_us,
+            p99_us,
+            peer: None,
+            peer_value: None,
+            ratio: None,
+        }
+    }
+
     /// Attach the peer's number measured in the same run.
     pub fn with_peer(mut self, peer: &str, peer_value: f64) -> Self {
         self.peer = Some(peer.to_string());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use basalt_runtime::bench::{BenchOpts, BenchResult, Measured, Report, measure_async};
-use basalt_runtime::process::{NodeProcess, NodeSpec, PeerProcess, free_port};
+use basalt_runtime::process::{NodeProcess, NodeSpec, PeerProcess, free_port, raft_cluster};
 
 const PEER: &str = "etcd 3.4 (3 nodes, v3 JSON gateway)";
 const INSTALL: &str = "scripts/install-deps etcd-server etcd-client";
@@ -19,31 +19,8 @@ fn b64(s: &str) -> String {
 }
 
 async fn basalt_cluster(opts: &BenchOpts, dir: &std::path::Path) -> anyhow::Result<Vec<NodeProcess>> {
-    let mut nodes: Vec<NodeProcess> = Vec::new();
-    for id in 1..=3u64 {
-        let mut spec = NodeSpec::new(&opts.exe, dir.join(format!("basalt-{id}")))
-            .arg("--node-id")
-            .arg(id.to_string())
-            .arg("--log-level")
-            .arg("warn");
-        if let Some(first) = nodes.first() {
-            spec = spec.arg("--join").arg(first.http_addr.clone());
-        }
-        nodes.push(NodeProcess::start(spec, Duration::from_secs(60)).await?);
-    }
-    let client = reqwest::Client::new();
-    let url = nodes[0].url();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let s: serde_json::Value = client.get(format!("{url}/v1/cluster")).send().await?.json().await?;
-        let voters = s["members"].as_array().map_or(0, |m| m.iter().filter(|x| x["voter"] == true).count());
-        if voters == 3 && s["leader_id"].is_u64() {
-            break;
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the Basalt cluster did not form: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let r = client.put(format!("{url}/v1/config/ns/bench")).send().await?;
+    let (nodes, _) = raft_cluster(&opts.exe, dir, 3, |_| Vec::new()).await?;
+    let r = reqwest::Client::new().put(format!("{}/v1/config/ns/bench", nodes[0].url())).send().await?;
     anyhow::ensure!(r.status().is_success(), "creating the namespace: {}", r.text().await?);
     Ok(nodes)
 }
@@ -356,35 +333,26 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     let p50 = prop.percentile_us(50.0).round();
     let p99 = prop.percentile_us(99.0).round();
     let max = prop.percentile_us(100.0).round();
-    report.push(ms_row(
+    report.push(BenchResult::ms(
         &format!("config propagation to {REGIONS} regions (p50 ms; delay matrix {DELAY_MIN_MS}-{DELAY_MAX_MS} ms)"),
         p50,
         p50,
         p99,
     ));
-    report.push(ms_row(
+    report.push(BenchResult::ms(
         &format!("config propagation max over all {} (write, region) pairs (ms)", prop.ops),
         max,
         p50,
         p99,
     ));
     let floor_us = (floor_ms * 1000) as f64;
-    report.push(ms_row("physical floor: the slowest injected one-way delay (ms)", floor_us, floor_us, floor_us));
+    report.push(BenchResult::ms(
+        "physical floor: the slowest injected one-way delay (ms)",
+        floor_us,
+        floor_us,
+        floor_us,
+    ));
     Ok(Report { system: "config".into(), results: report })
-}
-
-/// A result measured in milliseconds (value) with its percentiles in microseconds.
-fn ms_row(name: &str, value_us: f64, p50_us: f64, p99_us: f64) -> BenchResult {
-    BenchResult {
-        name: name.into(),
-        unit: "ms".into(),
-        value: (value_us / 100.0).round() / 10.0,
-        p50_us,
-        p99_us,
-        peer: None,
-        peer_value: None,
-        ratio: None,
-    }
 }
 
 #[cfg(test)]
