@@ -34,6 +34,7 @@ use basalt_flags_core::wire::{EVENT_DELTA, EVENT_SNAPSHOT};
 use basalt_flags_core::{Flag, Segment};
 use basalt_runtime::ApiError;
 use basalt_runtime::http::extract::{Json, Path, Query};
+use basalt_runtime::transport::Wire;
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -75,6 +76,15 @@ pub fn routes(svc: Arc<FlagsService>) -> Router {
         .route("/schedules", get(|State(s): Svc| async move { axum::Json(s.sm.read(|m| m.scheduled())) }))
         .route("/schedules/log", get(|State(s): Svc| async move { axum::Json(s.sm.read(|m| m.schedule_log())) }))
         .route("/schedules/{id}", axum::routing::delete(cancel_schedule))
+        .route(
+            crate::service::PUSH_PATH.trim_start_matches("/v1/flags"),
+            post(|State(s): Svc, Wire(bytes): Wire<Vec<u8>>| async move {
+                let deltas: crate::service::Deltas =
+                    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("bad_push", e.to_string()))?;
+                s.sm.accept_early(deltas);
+                Ok::<_, ApiError>(Wire(()))
+            }),
+        )
         .route("/stream", get(stream_by_key))
         .route("/snapshot", get(snapshot_by_key))
         .with_state(svc)
@@ -486,15 +496,22 @@ fn sse(
             let step = st.s.sm.read(|m| {
                 let env = m.env(&st.p, &st.e)?;
                 Ok::<_, crate::model::FlagsError>(match st.since {
-                    Some(v) if v > env.version() => Step::Wait,
+                    Some(v) if v >= env.version() => Step::Wait,
                     Some(v) => match env.deltas_after(v) {
-                        Some(d) if d.is_empty() => Step::Wait,
                         Some(d) => Step::Deltas(d),
                         None => Step::Snapshot(env.set().to_snapshot(&st.p, &st.e)),
                     },
                     None => Step::Snapshot(env.set().to_snapshot(&st.p, &st.e)),
                 })
             });
+            // Nothing new in this replica's log: deltas the leader pushed ahead of it may follow.
+            let step = match (step, st.since) {
+                (Ok(Step::Wait), Some(v)) => match st.s.sm.early_after(&st.p, &st.e, v) {
+                    early if early.is_empty() => Ok(Step::Wait),
+                    early => Ok(Step::Deltas(early)),
+                },
+                (other, _) => other,
+            };
             match step {
                 Err(err) => {
                     st.pending.push_back(Event::default().event("error").data(api_err(err).body_json()));

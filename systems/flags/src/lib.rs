@@ -82,6 +82,7 @@ impl System for FlagsSystem {
                 )
             }));
         };
+        let transport = ctx.transport.clone().ok_or_else(|| anyhow::anyhow!("the flags system needs the transport"))?;
         let sm = Arc::new(service::FlagsSm::default());
         consensus.register(service::SYSTEM, sm.clone())?;
         let svc = Arc::new(service::FlagsService {
@@ -91,7 +92,10 @@ impl System for FlagsSystem {
             default_environment: config.default_environment()?,
             keepalive: Duration::from_millis(config.keepalive_ms),
             shutdown: ctx.shutdown.clone(),
+            transport,
+            node_id: ctx.identity.as_ref().map_or(0, |i| i.node_id),
         });
+        ctx.spawn("pusher", svc.clone().pusher(ctx.shutdown.clone()));
         ctx.spawn(
             "scheduler",
             svc.clone().scheduler(Duration::from_millis(config.scheduler_tick_ms), ctx.shutdown.clone()),

@@ -442,9 +442,25 @@ pub struct Model {
     sdk_keys: BTreeMap<String, (String, String)>,
     scheduled: BTreeMap<u64, Scheduled>,
     schedule_log: VecDeque<ScheduleOutcome>,
+    /// The deltas the last applied command produced: `(project, environment, delta)`.
+    #[serde(skip)]
+    outbox: Vec<(String, String, Delta)>,
 }
 
 impl Model {
+    /// The deltas produced since the last call, in the order they were made.
+    pub fn take_outbox(&mut self) -> Vec<(String, String, Delta)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    fn record(&mut self, project: &str, environment: &str) {
+        if let Ok(d) = self.env(project, environment).map(|e| e.deltas.back().cloned())
+            && let Some(d) = d
+        {
+            self.outbox.push((project.to_owned(), environment.to_owned(), d));
+        }
+    }
+
     pub fn snapshot(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -526,6 +542,7 @@ impl Model {
                     return Err(FlagsError::VersionConflict { expected, actual: env.version() });
                 }
                 let audit = env.change(change, cmd, "api")?;
+                self.record(project, environment);
                 to_json(&Applied {
                     project: project.clone(),
                     environment: environment.clone(),
@@ -582,6 +599,9 @@ impl Model {
                 out.push(Applied { project: project.to_owned(), environment: name, version: audit.version, audit });
             }
         }
+        for a in &out {
+            self.record(project, &a.environment);
+        }
         Ok(out)
     }
 
@@ -596,6 +616,9 @@ impl Model {
             let result = self
                 .env_mut(&s.project, &s.environment)
                 .and_then(|env| env.change(&s.change, &as_cmd, &format!("schedule:{}", s.id)));
+            if result.is_ok() {
+                self.record(&s.project, &s.environment);
+            }
             let outcome = ScheduleOutcome {
                 id: s.id,
                 project: s.project,

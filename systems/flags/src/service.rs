@@ -2,19 +2,23 @@
 //! linearizable by default (read-index); SDK streams, polling and OFREP evaluations read this
 //! node's applied state, and wake on every applied entry.
 
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use basalt_consensus::{Consensus, StateMachine};
-use basalt_flags_core::FlagStore;
+use basalt_flags_core::{Delta, FlagStore};
+use basalt_runtime::transport::Transport;
 use basalt_runtime::{ApiError, Clock};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::model::{Command, FlagsError, Model, Op};
 
 pub const SYSTEM: &str = "flags";
+/// Where the leader pushes committed deltas to the other members.
+pub const PUSH_PATH: &str = "/v1/flags/_push";
 
 /// An error as it travels in a Raft reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,16 +55,31 @@ pub fn api_err(e: FlagsError) -> ApiError {
     ErrorReply::from(&e).into()
 }
 
+/// Deltas one applied command produced: `(project, environment, delta)`.
+pub type Deltas = Vec<(String, String, Delta)>;
+
+/// Deltas kept per environment ahead of this replica's own state (pushed by the leader).
+const EARLY_MAX: usize = 1_000;
+
 /// The replicated state machine: the model behind a lock never held across an await, and a
-/// watch that ticks on every applied flags entry.
+/// watch that ticks on every applied flags entry (and every early delta pushed by the leader).
 pub struct FlagsSm {
     model: RwLock<Model>,
     changed: watch::Sender<u64>,
+    /// Every applied command's deltas, for the leader's pusher.
+    applied: broadcast::Sender<Arc<Deltas>>,
+    /// Committed deltas the leader pushed ahead of this replica's log, by environment and version.
+    early: Mutex<BTreeMap<(String, String), BTreeMap<u64, Delta>>>,
 }
 
 impl Default for FlagsSm {
     fn default() -> Self {
-        Self { model: RwLock::default(), changed: watch::channel(0).0 }
+        Self {
+            model: RwLock::default(),
+            changed: watch::channel(0).0,
+            applied: broadcast::channel(1024).0,
+            early: Mutex::default(),
+        }
     }
 }
 
@@ -73,6 +92,36 @@ impl FlagsSm {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
+
+    /// Keep deltas the leader pushed (committed, so this replica will apply the same ones) and
+    /// wake the streams. Deltas this replica already has are dropped.
+    pub fn accept_early(&self, deltas: Deltas) {
+        {
+            let mut early = self.early.lock().unwrap_or_else(|e| e.into_inner());
+            for (p, e, d) in deltas {
+                let have = self.read(|m| m.env(&p, &e).map(|env| env.version()).unwrap_or(0));
+                let buf = early.entry((p, e)).or_default();
+                buf.retain(|v, _| *v > have);
+                if d.version > have && buf.len() < EARLY_MAX {
+                    buf.insert(d.version, d);
+                }
+            }
+        }
+        self.changed.send_modify(|_| {});
+    }
+
+    /// Pushed deltas that follow version `since` without a gap.
+    pub fn early_after(&self, project: &str, environment: &str, since: u64) -> Vec<Delta> {
+        let early = self.early.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(buf) = early.get(&(project.to_owned(), environment.to_owned())) else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut next = since + 1;
+        while let Some(d) = buf.get(&next) {
+            out.push(d.clone());
+            next += 1;
+        }
+        out
+    }
 }
 
 impl StateMachine for FlagsSm {
@@ -80,7 +129,13 @@ impl StateMachine for FlagsSm {
         let reply = match serde_json::from_slice::<Command>(command) {
             Ok(cmd) => {
                 let mut model = self.model.write().unwrap_or_else(|e| e.into_inner());
-                serde_json::to_vec(&model.apply(index, &cmd).map_err(|e| ErrorReply::from(&e)))
+                let reply = serde_json::to_vec(&model.apply(index, &cmd).map_err(|e| ErrorReply::from(&e)));
+                let out = model.take_outbox();
+                drop(model);
+                if !out.is_empty() {
+                    let _ = self.applied.send(Arc::new(out));
+                }
+                reply
             }
             Err(e) => serde_json::to_vec(&Err::<(), _>(ErrorReply {
                 status: 400,
@@ -125,6 +180,8 @@ pub struct FlagsService {
     pub keepalive: Duration,
     /// Streams end when the node shuts down.
     pub shutdown: basalt_runtime::node::CancellationToken,
+    pub transport: Transport,
+    pub node_id: u64,
 }
 
 impl FlagsService {
@@ -176,6 +233,47 @@ impl FlagsService {
             match self.write::<serde_json::Value>("basalt-scheduler".into(), String::new(), Op::RunDue).await {
                 Ok(ran) => tracing::info!(%ran, "flags: scheduled changes ran"),
                 Err(e) => tracing::debug!(error = %e, "flags: scheduled changes not run yet"),
+            }
+        }
+    }
+}
+
+impl FlagsService {
+    /// On the leader: push every applied command's deltas to the other members at once.
+    ///
+    /// Raft alone tells a follower that an entry is committed only with the leader's next
+    /// message after the commit, and openraft 0.9 keeps one message in flight per follower, so
+    /// a far follower learns a commit about two one-way delays after it was made. A pushed delta
+    /// arrives one one-way delay after the commit; the follower's streams send it at once. It is
+    /// safe because only applied (committed) entries are pushed, and the follower's own log
+    /// produces the same delta.
+    pub async fn pusher(self: Arc<Self>, stop: basalt_runtime::node::CancellationToken) {
+        let mut rx = self.sm.applied.subscribe();
+        loop {
+            let batch = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = rx.recv() => match r {
+                    Ok(b) => b,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            let Ok(status) = self.consensus.status() else { continue };
+            if status.state != "leader" {
+                continue;
+            }
+            let Ok(bytes) = serde_json::to_vec(&*batch) else { continue };
+            let bytes = Arc::new(bytes);
+            for m in status.members.into_iter().filter(|m| m.node_id != self.node_id) {
+                let (transport, bytes) = (self.transport.clone(), bytes.clone());
+                tokio::spawn(async move {
+                    let r = transport
+                        .call::<_, ()>(m.node_id, &m.http_addr, PUSH_PATH, &*bytes, Some(Duration::from_secs(2)))
+                        .await;
+                    if let Err(e) = r {
+                        tracing::debug!(peer = m.node_id, error = %e, "flags: push not delivered (the log will bring it)");
+                    }
+                });
             }
         }
     }
