@@ -758,7 +758,7 @@ mod tests {
         let paths: Vec<&str> = h[1].changes.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(paths, ["enabled", "version"]);
         assert_eq!(env.deltas_after(0).unwrap().len(), 2);
-        assert_eq!(env.deltas_after(1).unwrap()[0].flags[0].enabled, false);
+        assert!(!env.deltas_after(1).unwrap()[0].flags[0].enabled);
         assert!(!on(&m, "prod", "a"));
     }
 

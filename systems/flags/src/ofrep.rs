@@ -38,16 +38,30 @@ pub fn routes(svc: Arc<FlagsService>) -> Router {
         .with_state(svc)
 }
 
-fn failure(status: StatusCode, key: Option<&str>, code: &str, details: impl Into<String>) -> Response {
-    let mut body = json!({"errorCode": code, "errorDetails": details.into()});
-    if let Some(k) = key {
-        body["key"] = Value::from(k);
+/// An OFREP failure: `{"key"?, "errorCode", "errorDetails"}` with its status.
+struct Failure {
+    status: StatusCode,
+    key: Option<String>,
+    code: &'static str,
+    details: String,
+}
+
+fn failure(status: StatusCode, key: Option<&str>, code: &'static str, details: impl Into<String>) -> Failure {
+    Failure { status, key: key.map(str::to_owned), code, details: details.into() }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut body = json!({"errorCode": self.code, "errorDetails": self.details});
+        if let Some(k) = self.key {
+            body["key"] = Value::from(k);
+        }
+        (self.status, axum::Json(body)).into_response()
     }
-    (status, axum::Json(body)).into_response()
 }
 
 /// The environment's compiled flags for this request, or the OFREP error response.
-fn environment(s: &FlagsService, h: &HeaderMap) -> Result<(u64, Arc<FlagStore>), Response> {
+fn environment(s: &FlagsService, h: &HeaderMap) -> Result<(u64, Arc<FlagStore>), Failure> {
     let (p, e) = if sdk_key(h).is_some() {
         env_for_key(s, h).map_err(|e| failure(e.status, None, "GENERAL", e.message))?
     } else {
@@ -64,7 +78,7 @@ fn environment(s: &FlagsService, h: &HeaderMap) -> Result<(u64, Arc<FlagStore>),
 }
 
 /// The request's evaluation context: the body's `context` object (OpenFeature's flat form).
-fn context(body: &Bytes, key: Option<&str>) -> Result<(EvalContext, Map<String, Value>), Response> {
+fn context(body: &Bytes, key: Option<&str>) -> Result<(EvalContext, Map<String, Value>), Failure> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok((EvalContext::default(), Map::new()));
     }
@@ -138,30 +152,18 @@ async fn evaluate_one(
     axum::extract::Path(key): axum::extract::Path<String>,
     h: HeaderMap,
     body: Bytes,
-) -> Response {
-    let (ctx, _) = match context(&body, Some(&key)) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let (version, store) = match environment(&s, &h) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+) -> Result<Response, Failure> {
+    let (ctx, _) = context(&body, Some(&key))?;
+    let (version, store) = environment(&s, &h)?;
     match evaluate(&store, &key, &ctx, version) {
-        Ok(v) => axum::Json(v).into_response(),
-        Err((status, code, details)) => failure(status, Some(&key), code, details),
+        Ok(v) => Ok(axum::Json(v).into_response()),
+        Err((status, code, details)) => Err(failure(status, Some(&key), code, details)),
     }
 }
 
-async fn evaluate_all(State(s): Svc, h: HeaderMap, body: Bytes) -> Response {
-    let (ctx, raw) = match context(&body, None) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let (version, store) = match environment(&s, &h) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn evaluate_all(State(s): Svc, h: HeaderMap, body: Bytes) -> Result<Response, Failure> {
+    let (ctx, raw) = context(&body, None)?;
+    let (version, store) = environment(&s, &h)?;
     // The answer depends on the environment version and the context only.
     let tag = format!(
         "\"{version}-{:016x}\"",
@@ -186,7 +188,7 @@ async fn evaluate_all(State(s): Svc, h: HeaderMap, body: Bytes) -> Response {
     if let Ok(v) = HeaderValue::from_str(&tag) {
         resp.headers_mut().insert(header::ETAG, v);
     }
-    resp
+    Ok(resp)
 }
 
 async fn configuration() -> Response {
