@@ -136,6 +136,7 @@ pub fn run_dev(cmd: DevCommand) -> anyhow::Result<()> {
             let http = format!("127.0.0.1:{}", a.base_port + id as u16);
             let peer = format!("127.0.0.1:{}", a.base_port + 100 + id as u16);
             let resp = format!("127.0.0.1:{}", a.base_port + 200 + id as u16);
+            let etcd = format!("127.0.0.1:{}", a.base_port + 300 + id as u16);
             let mut spec = NodeSpec::new(&exe, a.data_dir.join(format!("node-{id}")))
                 .arg("--node-id")
                 .arg(id.to_string())
@@ -144,14 +145,16 @@ pub fn run_dev(cmd: DevCommand) -> anyhow::Result<()> {
                 .arg("--peer-addr")
                 .arg(&peer)
                 .arg("--resp-addr")
-                .arg(&resp);
+                .arg(&resp)
+                .arg("--etcd-addr")
+                .arg(&etcd);
             if id > 1 {
                 spec = spec.arg("--join").arg(format!("127.0.0.1:{}", a.base_port + 1));
             }
             spec.args.extend(a.args.iter().cloned());
             let node = NodeProcess::start(spec, Duration::from_secs(60)).await?;
             println!(
-                "node {id}: http://{http}  peer {peer}  redis {resp}  data {}  log {}/node.log",
+                "node {id}: http://{http}  peer {peer}  redis {resp}  etcd {etcd}  data {}  log {}/node.log",
                 node.data_dir().display(),
                 node.data_dir().display()
             );

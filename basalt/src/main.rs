@@ -26,6 +26,7 @@ fn plugs() -> Vec<Plug> {
         plug::<basalt_kv::KvSystem>(),
         plug::<basalt_ratelimit::RateLimitSystem>(),
         plug::<basalt_flags::FlagsSystem>(),
+        plug::<basalt_coord::CoordSystem>(),
     ]
 }
 
@@ -81,6 +82,9 @@ struct ServeArgs {
     /// The Redis-protocol listener of the kv system [default: 127.0.0.1:6380]; port 0 picks one.
     #[arg(long, value_name = "HOST:PORT")]
     resp_addr: Option<String>,
+    /// The etcd v3 gRPC listener of the coord system [default: 127.0.0.1:2389]; port 0 picks one.
+    #[arg(long, value_name = "HOST:PORT")]
+    etcd_addr: Option<String>,
     /// Join the cluster that the node at this HTTP address belongs to.
     #[arg(long, value_name = "HOST:PORT")]
     join: Option<String>,
@@ -225,6 +229,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ("peer_addr", args.peer_addr),
         ("join", args.join),
         ("systems.kv.resp_addr", args.resp_addr),
+        ("systems.coord.etcd_addr", args.etcd_addr),
         ("log_format", args.log_format),
         ("log_level", args.log_level),
     ];

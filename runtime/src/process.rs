@@ -65,6 +65,9 @@ impl NodeProcess {
         if !spec.args.iter().any(|a| a == "--resp-addr" || a.starts_with("systems.kv.resp_addr")) {
             cmd.args(["--resp-addr", "127.0.0.1:0"]);
         }
+        if !spec.args.iter().any(|a| a == "--etcd-addr" || a.starts_with("systems.coord.etcd_addr")) {
+            cmd.args(["--etcd-addr", "127.0.0.1:0"]);
+        }
         cmd.args(&spec.args)
             .envs(spec.env.iter().cloned())
             .env("NO_COLOR", "1")

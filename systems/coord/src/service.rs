@@ -1,0 +1,337 @@
+//! The coordination service on the consensus engine: proposals, linearizable and serializable
+//! reads, lease time (kept by the leader), and the lock and election recipes etcd's v3lock and
+//! v3election services run on top of the key-value store.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use basalt_consensus::{Consensus, ConsensusError};
+use basalt_mvcc as m;
+use basalt_runtime::transport::Transport;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::convert::Header;
+use crate::state::{Answer, Command, CoordSm, Reply};
+
+/// Where followers send lease keep-alives and time-to-live questions (to the leader).
+pub const LEASE_PATH: &str = "/v1/coord/_lease";
+/// Every Basalt cluster answers with this cluster id.
+pub const CLUSTER_ID: u64 = 0x0ba5_a17c_0001;
+
+/// A lease question forwarded to the leader.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum LeaseAsk {
+    KeepAlive(i64),
+    TimeToLive(i64),
+}
+
+/// The leader's clock for leases: a deadline per lease. A new leader starts every lease's full
+/// TTL again, so a leader change never expires a lease early (it may expire it late).
+#[derive(Default)]
+struct LeaseClock {
+    deadlines: HashMap<i64, Instant>,
+    leading: bool,
+}
+
+pub struct Coord {
+    pub sm: Arc<CoordSm>,
+    pub consensus: Arc<Consensus>,
+    pub node_id: u64,
+    pub transport: Transport,
+    leases: Mutex<LeaseClock>,
+    term: AtomicU64,
+}
+
+pub fn unavailable(e: ConsensusError) -> Status {
+    match e {
+        ConsensusError::NoLeader { .. } => Status::unavailable("etcdserver: no leader"),
+        ConsensusError::Unknown(_) => Status::unavailable("etcdserver: request timed out"),
+        ConsensusError::NotRunning => Status::unavailable("etcdserver: server stopped"),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+impl Coord {
+    pub fn new(sm: Arc<CoordSm>, consensus: Arc<Consensus>, node_id: u64, transport: Transport) -> Self {
+        Self { sm, consensus, node_id, transport, leases: Mutex::default(), term: AtomicU64::new(0) }
+    }
+
+    pub fn header(&self) -> Header {
+        Header { cluster_id: CLUSTER_ID, member_id: self.node_id, raft_term: self.term.load(Ordering::Relaxed) }
+    }
+
+    pub async fn propose(&self, cmd: &Command) -> Result<Reply, Status> {
+        let bytes = postcard::to_allocvec(cmd).map_err(|e| Status::internal(e.to_string()))?;
+        let reply = self.consensus.propose(crate::state::SYSTEM, bytes).await.map_err(unavailable)?;
+        let answer: Answer = postcard::from_bytes(&reply).map_err(|e| Status::internal(format!("bad reply: {e}")))?;
+        answer.map_err(crate::convert::status)
+    }
+
+    /// Wait until this node has applied everything committed before the call (unless
+    /// `serializable`): reads after it are linearizable.
+    pub async fn barrier(&self, serializable: bool) -> Result<(), Status> {
+        if !serializable {
+            self.consensus.read_barrier().await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    pub async fn range(&self, req: &m::RangeRequest) -> Result<m::RangeResponse, Status> {
+        self.barrier(req.serializable).await?;
+        self.sm.read(|s| s.store.range(req)).map_err(crate::convert::status)
+    }
+
+    pub async fn txn(&self, req: m::TxnRequest) -> Result<m::TxnResponse, Status> {
+        match self.propose(&Command::Txn(req)).await? {
+            Reply::Txn(r) => Ok(r),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    // ---- leases ----
+
+    fn leader_addr(&self) -> Result<(u64, String), Status> {
+        let s = self.consensus.status().map_err(unavailable)?;
+        let id = s.leader_id.ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+        let m =
+            s.members.iter().find(|m| m.node_id == id).ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+        Ok((id, m.http_addr.clone()))
+    }
+
+    /// Refresh a lease (on the leader, or forwarded to it); the TTL granted, 0 if there is no
+    /// such lease (etcd's answer).
+    pub async fn keep_alive(&self, id: i64) -> Result<i64, Status> {
+        self.lease_ask(LeaseAsk::KeepAlive(id)).await
+    }
+
+    /// Seconds left on a lease, -1 if there is no such lease.
+    pub async fn time_to_live(&self, id: i64) -> Result<i64, Status> {
+        self.lease_ask(LeaseAsk::TimeToLive(id)).await
+    }
+
+    async fn lease_ask(&self, ask: LeaseAsk) -> Result<i64, Status> {
+        if let Some(answer) = self.answer_lease(ask) {
+            return Ok(answer);
+        }
+        let (leader, addr) = self.leader_addr()?;
+        self.transport
+            .call::<_, i64>(leader, &addr, LEASE_PATH, &ask, Some(Duration::from_secs(2)))
+            .await
+            .map_err(|e| Status::unavailable(format!("etcdserver: leader unreachable: {e}")))
+    }
+
+    /// Answer on the leader; `None` on any other node.
+    pub fn answer_lease(&self, ask: LeaseAsk) -> Option<i64> {
+        let mut clock = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if !clock.leading {
+            return None;
+        }
+        let now = Instant::now();
+        Some(match ask {
+            LeaseAsk::KeepAlive(id) => match self.granted_ttl(id) {
+                Some(ttl) => {
+                    clock.deadlines.insert(id, now + Duration::from_secs(ttl.max(0) as u64));
+                    ttl
+                }
+                None => 0,
+            },
+            LeaseAsk::TimeToLive(id) => match (self.granted_ttl(id), clock.deadlines.get(&id)) {
+                (Some(_), Some(d)) => d.saturating_duration_since(now).as_secs_f64().ceil() as i64,
+                (Some(ttl), None) => ttl,
+                (None, _) => -1,
+            },
+        })
+    }
+
+    fn granted_ttl(&self, id: i64) -> Option<i64> {
+        self.sm.read(|s| s.store.lease_time_to_live(id, false).ok().map(|r| r.granted_ttl))
+    }
+
+    /// The leader's lease keeper: on becoming leader every lease gets its full TTL again; leases
+    /// past their deadline are revoked through the log (which deletes their keys).
+    pub async fn lease_keeper(self: Arc<Self>, stop: basalt_runtime::node::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            let Ok(status) = self.consensus.status() else { continue };
+            self.term.store(status.term, Ordering::Relaxed);
+            let leading = status.state == "leader";
+            let expired: Vec<i64> = {
+                let mut clock = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+                if !leading {
+                    clock.leading = false;
+                    clock.deadlines.clear();
+                    continue;
+                }
+                let now = Instant::now();
+                let live: Vec<(i64, i64)> = self.sm.read(|s| {
+                    s.store
+                        .leases()
+                        .into_iter()
+                        .filter_map(|id| s.store.lease_time_to_live(id, false).ok().map(|r| (id, r.granted_ttl)))
+                        .collect()
+                });
+                if !clock.leading {
+                    // A new term for this node: every lease starts its full TTL from now.
+                    clock.leading = true;
+                    clock.deadlines.clear();
+                }
+                let ids: std::collections::HashSet<i64> = live.iter().map(|(id, _)| *id).collect();
+                clock.deadlines.retain(|id, _| ids.contains(id));
+                for (id, ttl) in live {
+                    clock.deadlines.entry(id).or_insert(now + Duration::from_secs(ttl.max(0) as u64));
+                }
+                clock.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).collect()
+            };
+            for id in expired {
+                match self.propose(&Command::LeaseRevoke { id }).await {
+                    Ok(_) => tracing::debug!(lease = id, "coord: lease expired and revoked"),
+                    Err(e) if e.code() == tonic::Code::NotFound => {}
+                    Err(e) => tracing::debug!(lease = id, error = %e, "coord: lease expiry not applied yet"),
+                }
+            }
+        }
+    }
+
+    /// Announce this node's etcd client URL until it is in the replicated member list.
+    pub async fn register(self: Arc<Self>, client_url: String, stop: basalt_runtime::node::CancellationToken) {
+        loop {
+            if self.sm.read(|s| s.members.get(&self.node_id) == Some(&client_url)) {
+                return;
+            }
+            let cmd = Command::Register { node_id: self.node_id, client_url: client_url.clone() };
+            if self.propose(&cmd).await.is_ok() {
+                return;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    // ---- lock and election: etcd's recipes, run on the server ----
+
+    /// Create `name/<lease hex>` with the lease unless it exists; its create revision is the
+    /// waiter's place in line (and, for a lock, the fencing token).
+    async fn enqueue(&self, name: &[u8], lease: i64, value: &[u8]) -> Result<m::KeyValue, Status> {
+        if lease == 0 {
+            return Err(Status::invalid_argument("etcdserver: a lease is required"));
+        }
+        let mut key = name.to_vec();
+        key.extend_from_slice(format!("/{lease:x}").as_bytes());
+        let put = m::PutRequest { key: key.clone(), value: value.to_vec(), lease, ..Default::default() };
+        let txn = m::TxnRequest {
+            compare: vec![m::Compare::new(key.clone(), m::CompareResult::Equal, m::CompareTarget::Create(0))],
+            success: vec![m::RequestOp::Put(put)],
+            failure: vec![m::RequestOp::Range(m::RangeRequest::key(key.clone()))],
+        };
+        let r = self.txn(txn).await?;
+        if r.succeeded {
+            Ok(m::KeyValue {
+                key,
+                create_revision: r.revision,
+                mod_revision: r.revision,
+                version: 1,
+                value: value.to_vec(),
+                lease,
+            })
+        } else {
+            match r.responses.into_iter().next() {
+                Some(m::ResponseOp::Range(rr)) => {
+                    rr.kvs.into_iter().next().ok_or_else(|| Status::aborted("lost the key"))
+                }
+                _ => Err(Status::internal("unexpected txn answer")),
+            }
+        }
+    }
+
+    /// The owner of `name`: the key under `name/` with the lowest create revision.
+    pub fn owner(&self, name: &[u8]) -> Option<m::KeyValue> {
+        let mut prefix = name.to_vec();
+        prefix.push(b'/');
+        self.sm.read(|s| {
+            s.store
+                .range(&m::RangeRequest::prefix(&prefix))
+                .ok()
+                .and_then(|r| r.kvs.into_iter().min_by_key(|kv| kv.create_revision))
+        })
+    }
+
+    /// Wait until `mine` is the oldest key under `name/`. Fails if the key disappears first
+    /// (its lease expired or was revoked).
+    async fn wait_turn(&self, name: &[u8], mine: &m::KeyValue) -> Result<(), Status> {
+        let mut rx = self.sm.subscribe();
+        self.barrier(false).await?;
+        loop {
+            rx.borrow_and_update();
+            let exists =
+                self.sm.read(|s| s.store.get(&mine.key).is_some_and(|kv| kv.create_revision == mine.create_revision));
+            if !exists {
+                return Err(Status::not_found("etcdserver: requested lease not found"));
+            }
+            if self.owner(name).is_some_and(|o| o.key == mine.key) {
+                return Ok(());
+            }
+            rx.changed().await.map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
+        }
+    }
+
+    /// v3lock `Lock`: the key held; its create revision is the fencing token.
+    pub async fn lock(&self, name: &[u8], lease: i64) -> Result<m::KeyValue, Status> {
+        let mine = self.enqueue(name, lease, b"").await?;
+        self.wait_turn(name, &mine).await?;
+        Ok(mine)
+    }
+
+    /// v3election `Campaign`: returns once this candidate leads.
+    pub async fn campaign(&self, name: &[u8], lease: i64, value: &[u8]) -> Result<m::KeyValue, Status> {
+        let mut mine = self.enqueue(name, lease, value).await?;
+        if mine.value != value {
+            // Already a candidate with this lease: take the new value.
+            mine = self.proclaim(&mine.key, mine.create_revision, value).await?;
+        }
+        self.wait_turn(name, &mine).await?;
+        Ok(mine)
+    }
+
+    /// v3election `Proclaim`: a new value, only while `key` (created at `rev`) still leads.
+    pub async fn proclaim(&self, key: &[u8], rev: i64, value: &[u8]) -> Result<m::KeyValue, Status> {
+        let put = m::PutRequest { key: key.to_vec(), value: value.to_vec(), ignore_lease: true, ..Default::default() };
+        let txn = m::TxnRequest {
+            compare: vec![m::Compare::new(key.to_vec(), m::CompareResult::Equal, m::CompareTarget::Create(rev))],
+            success: vec![m::RequestOp::Put(put)],
+            failure: vec![],
+        };
+        let r = self.txn(txn).await?;
+        if !r.succeeded {
+            return Err(Status::failed_precondition("election: not leader"));
+        }
+        self.sm
+            .read(|s| s.store.get(key))
+            .filter(|kv| kv.create_revision == rev)
+            .ok_or_else(|| Status::failed_precondition("election: not leader"))
+    }
+
+    /// v3election `Resign` / v3lock `Unlock`: delete the key if it is still the one created at
+    /// `rev` (any revision when `rev` is 0).
+    pub async fn release(&self, key: &[u8], rev: i64) -> Result<i64, Status> {
+        let compare = if rev == 0 {
+            vec![]
+        } else {
+            vec![m::Compare::new(key.to_vec(), m::CompareResult::Equal, m::CompareTarget::Create(rev))]
+        };
+        let txn = m::TxnRequest {
+            compare,
+            success: vec![m::RequestOp::DeleteRange(m::DeleteRangeRequest::key(key.to_vec()))],
+            failure: vec![],
+        };
+        Ok(self.txn(txn).await?.revision)
+    }
+}
