@@ -1,0 +1,440 @@
+//! S05 through the real binary and real etcd clients: `etcdctl` (Debian's etcd-client) scripted,
+//! the `etcd-client` crate over every service (KV, Watch, Lease, Lock, Election, Maintenance,
+//! Cluster) with etcd's errors, fencing against a lock holder paused past its lease, and leases
+//! never expiring early across a leader change.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use basalt_harness::cluster::Cluster;
+use basalt_harness::wait_until;
+use common::*;
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, LeaseTimeToLiveOptions, LockOptions, PutOptions, ResignOptions,
+    SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
+};
+
+async fn etcd_addr(url: &str) -> String {
+    send(client().get(format!("{url}/v1/coord"))).await.1["etcd_addr"].as_str().expect("etcd_addr").to_owned()
+}
+
+async fn connect(addr: &str) -> Client {
+    Client::connect([addr], None).await.expect("etcd client connects")
+}
+
+fn etcdctl(addr: &str, args: &[&str]) -> String {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={addr}"))
+        .args(args)
+        .output()
+        .expect("etcdctl installed (scripts/install-deps)");
+    assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+}
+
+fn etcdctl_stdin(addr: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={addr}"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+}
+
+fn grpc_message(e: etcd_client::Error) -> (tonic::Code, String) {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_owned()),
+        other => panic!("expected a gRPC status, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn etcdctl_works_unchanged() {
+    let c = Cluster::start(EXE, 1).await;
+    let addr = etcd_addr(&c.url(1)).await;
+    let e = |args: &[&str]| etcdctl(&addr, args);
+    assert_eq!(e(&["put", "app/a", "1"]), "OK");
+    assert_eq!(e(&["put", "app/b", "2"]), "OK");
+    assert_eq!(e(&["get", "app/a"]), "app/a\n1");
+    assert_eq!(e(&["get", "--prefix", "app/", "--keys-only"]), "app/a\n\napp/b");
+    let rev: serde_json::Value = serde_json::from_str(&e(&["get", "app/a", "-w", "json"])).unwrap();
+    let created = rev["kvs"][0]["create_revision"].as_i64().unwrap();
+    assert_eq!(e(&["put", "app/a", "changed"]), "OK");
+    assert_eq!(e(&["get", "app/a", &format!("--rev={created}")]), "app/a\n1", "a historical read");
+    assert_eq!(e(&["del", "app/b"]), "1");
+    let txn = "value(\"app/a\") = \"changed\"\n\nput app/t yes\n\nput app/t no\n\n";
+    assert_eq!(etcdctl_stdin(&addr, &["txn"], txn), "SUCCESS\n\nOK");
+    assert_eq!(e(&["get", "app/t", "--print-value-only"]), "yes");
+
+    // watch: a background etcdctl sees a later put.
+    let mut watch = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([format!("--endpoints={addr}"), "watch".into(), "app/w".into()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watch_out = watch.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(watch_out).lines().take(3).map(Result::unwrap).collect::<Vec<_>>()
+    });
+    // The watch may start after the first put; keep writing until it has seen one.
+    let mut n = 0;
+    while !reader.is_finished() {
+        e(&["put", "app/w", &format!("v{n}")]);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(n < 200, "etcdctl watch saw nothing");
+    }
+    let lines = reader.join().unwrap();
+    assert_eq!(lines[0], "PUT");
+    assert_eq!(lines[1], "app/w");
+    let _ = watch.kill();
+
+    // leases: grant, attach, keep alive once, time to live, revoke deletes the key.
+    let granted = e(&["lease", "grant", "30"]);
+    let id = granted.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(granted.ends_with("granted with TTL(30s)"), "{granted}");
+    assert_eq!(e(&["put", "app/leased", "x", &format!("--lease={id}")]), "OK");
+    assert!(e(&["lease", "keep-alive", "--once", &id]).contains("keepalived with TTL(30)"));
+    let ttl = e(&["lease", "timetolive", &id, "--keys"]);
+    assert!(ttl.contains("attached keys([app/leased])"), "{ttl}");
+    assert!(e(&["lease", "list"]).contains(&id));
+    assert!(e(&["lease", "revoke", &id]).contains("revoked"));
+    assert_eq!(e(&["get", "app/leased"]), "");
+
+    // lock and elect (etcdctl's client-side recipes: txn, watch, lease keep-alive).
+    let held = e(&["lock", "app-lock", "--", "sh", "-c", "echo $ETCD_LOCK_KEY $ETCD_LOCK_REV"]);
+    let (key, rev) = held.split_once(' ').unwrap();
+    assert!(key.starts_with("app-lock/"), "{held}");
+    assert!(rev.parse::<i64>().unwrap() > 0, "{held}");
+    let mut elect = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([format!("--endpoints={addr}"), "elect".into(), "app-election".into(), "alice".into()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // `elect -l` observes: it prints the leader's key and value, then every change.
+    let mut observe = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([format!("--endpoints={addr}"), "elect".into(), "-l".into(), "app-election".into()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let observed = observe.stdout.take().unwrap();
+    let leader = {
+        use std::io::BufRead;
+        std::io::BufReader::new(observed).lines().take(2).map(Result::unwrap).collect::<Vec<_>>().join(" ")
+    };
+    let _ = observe.kill();
+    let _ = elect.kill();
+    assert!(leader.starts_with("app-election/") && leader.ends_with("alice"), "{leader}");
+
+    // endpoint status and member list.
+    let status = e(&["endpoint", "status", "-w", "json"]);
+    assert!(status.contains("\"leader\":1"), "{status}");
+    let members = e(&["member", "list"]);
+    assert!(members.contains("basalt-1") && members.contains(&format!("http://{addr}")), "{members}");
+    // compaction: an old revision is then refused with etcd's message.
+    e(&["compact", &(created + 1).to_string()]);
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([format!("--endpoints={addr}"), "get".into(), "app/a".into(), format!("--rev={created}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"));
+}
+
+#[tokio::test]
+async fn the_etcd_client_crate_over_every_service() {
+    let c = Cluster::start(EXE, 1).await;
+    let addr = etcd_addr(&c.url(1)).await;
+    let mut cl = connect(&addr).await;
+
+    // KV: put with prev_kv, ranges with sort/limit/count/keys-only, historical reads, delete.
+    for (k, v) in [("k/1", "c"), ("k/2", "a"), ("k/3", "b")] {
+        cl.put(k, v, None).await.unwrap();
+    }
+    let r = cl.put("k/1", "cc", Some(PutOptions::new().with_prev_key())).await.unwrap();
+    assert_eq!(r.prev_key().unwrap().value(), b"c");
+    let r = cl
+        .get("k/", Some(GetOptions::new().with_prefix().with_sort(SortTarget::Value, SortOrder::Descend)))
+        .await
+        .unwrap();
+    let values: Vec<&[u8]> = r.kvs().iter().map(|kv| kv.value()).collect();
+    assert_eq!(values, [&b"cc"[..], b"b", b"a"]);
+    let r = cl.get("k/", Some(GetOptions::new().with_prefix().with_limit(2))).await.unwrap();
+    assert_eq!((r.kvs().len(), r.more(), r.count()), (2, true, 3));
+    let r = cl.get("k/", Some(GetOptions::new().with_prefix().with_count_only())).await.unwrap();
+    assert_eq!((r.kvs().len(), r.count()), (0, 3));
+    let r = cl.get("k/1", None).await.unwrap();
+    let kv = &r.kvs()[0];
+    assert_eq!((kv.version(), kv.create_revision() < kv.mod_revision()), (2, true));
+    let old = cl.get("k/1", Some(GetOptions::new().with_revision(kv.create_revision()))).await.unwrap();
+    assert_eq!(old.kvs()[0].value(), b"c");
+    let (code, msg) = grpc_message(cl.get("k/1", Some(GetOptions::new().with_revision(10_000))).await.unwrap_err());
+    assert_eq!(
+        (code, msg.as_str()),
+        (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision")
+    );
+    let d = cl.delete("k/3", Some(etcd_client::DeleteOptions::new().with_prev_key())).await.unwrap();
+    assert_eq!((d.deleted(), d.prev_kvs()[0].value()), (1, &b"b"[..]));
+
+    // Txn: compares on value, version, create and mod revision; both branches.
+    let t = Txn::new()
+        .when([Compare::value("k/1", CompareOp::Equal, "cc"), Compare::version("k/2", CompareOp::Equal, 1)])
+        .and_then([TxnOp::put("k/ok", "yes", None)])
+        .or_else([TxnOp::put("k/ok", "no", None)]);
+    assert!(cl.txn(t).await.unwrap().succeeded());
+    let t = Txn::new()
+        .when([Compare::create_revision("k/missing", CompareOp::Greater, 0)])
+        .or_else([TxnOp::get("k/ok", None)]);
+    let r = cl.txn(t).await.unwrap();
+    assert!(!r.succeeded());
+    // etcd's errors, byte for byte.
+    let dup = Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]);
+    let (code, msg) = grpc_message(cl.txn(dup).await.unwrap_err());
+    assert_eq!((code, msg.as_str()), (tonic::Code::InvalidArgument, "etcdserver: duplicate key given in txn request"));
+    let many: Vec<TxnOp> = (0..129).map(|i| TxnOp::put(format!("m{i}"), "x", None)).collect();
+    let (_, msg) = grpc_message(cl.txn(Txn::new().and_then(many)).await.unwrap_err());
+    assert_eq!(msg, "etcdserver: too many operations in txn request");
+    let (code, msg) = grpc_message(cl.put("big", vec![0u8; 1600 * 1024], None).await.unwrap_err());
+    assert_eq!((code, msg.as_str()), (tonic::Code::InvalidArgument, "etcdserver: request is too large"));
+    let (code, msg) = grpc_message(cl.put("", "x", None).await.unwrap_err());
+    assert_eq!((code, msg.as_str()), (tonic::Code::InvalidArgument, "etcdserver: key is not provided"));
+    let (code, msg) = grpc_message(cl.put("x", "x", Some(PutOptions::new().with_lease(999))).await.unwrap_err());
+    assert_eq!((code, msg.as_str()), (tonic::Code::NotFound, "etcdserver: requested lease not found"));
+
+    // Watch: history from a start revision with prev_kv, then live events, then cancel.
+    let start = cl.get("k/1", None).await.unwrap().header().unwrap().revision();
+    let mut w = cl
+        .watch("w/", Some(WatchOptions::new().with_prefix().with_prev_key().with_start_revision(start)))
+        .await
+        .unwrap();
+    cl.put("w/a", "1", None).await.unwrap();
+    cl.put("w/a", "2", None).await.unwrap();
+    cl.delete("w/a", None).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let resp = tokio::time::timeout(Duration::from_secs(10), w.message()).await.unwrap().unwrap().unwrap();
+        for ev in resp.events() {
+            seen.push((ev.event_type(), ev.kv().unwrap().value().to_vec(), ev.prev_kv().map(|p| p.value().to_vec())));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (EventType::Put, b"1".to_vec(), None),
+            (EventType::Put, b"2".to_vec(), Some(b"1".to_vec())),
+            (EventType::Delete, vec![], Some(b"2".to_vec())),
+        ]
+    );
+
+    // A watch on a compacted revision is cancelled with the compaction revision.
+    let now = cl.put("w/b", "x", None).await.unwrap().header().unwrap().revision();
+    cl.compact(now, None).await.unwrap();
+    let mut w = cl.watch("w/", Some(WatchOptions::new().with_prefix().with_start_revision(2))).await.unwrap();
+    let mut cancelled = None;
+    while cancelled.is_none() {
+        let resp = tokio::time::timeout(Duration::from_secs(10), w.message()).await.unwrap().unwrap().unwrap();
+        if resp.canceled() {
+            cancelled = Some((resp.compact_revision(), resp.cancel_reason().to_owned()));
+        }
+    }
+    let (rev, reason) = cancelled.unwrap();
+    assert_eq!(rev, now);
+    assert!(reason.contains("compacted"), "{reason}");
+
+    // Leases: grant, attach, time to live with keys, keep alive, revoke deletes the keys.
+    let lease = cl.lease_grant(30, None).await.unwrap();
+    cl.put("l/1", "x", Some(PutOptions::new().with_lease(lease.id()))).await.unwrap();
+    let ttl = cl.lease_time_to_live(lease.id(), Some(LeaseTimeToLiveOptions::new().with_keys())).await.unwrap();
+    assert_eq!((ttl.granted_ttl(), ttl.keys()), (30, &[b"l/1".to_vec()][..]));
+    assert!((1..=30).contains(&ttl.ttl()), "{}", ttl.ttl());
+    let (mut keeper, mut stream) = cl.lease_keep_alive(lease.id()).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    assert_eq!(stream.message().await.unwrap().unwrap().ttl(), 30);
+    assert!(cl.leases().await.unwrap().leases().iter().any(|l| l.id() == lease.id()));
+    cl.lease_revoke(lease.id()).await.unwrap();
+    assert!(cl.get("l/1", None).await.unwrap().kvs().is_empty());
+    assert_eq!(cl.lease_time_to_live(lease.id(), None).await.unwrap().ttl(), -1);
+
+    // Lock (v3lock): a second locker waits until the first unlocks; tokens grow.
+    let l1 = cl.lease_grant(30, None).await.unwrap().id();
+    let l2 = cl.lease_grant(30, None).await.unwrap().id();
+    let first = cl.lock("res", Some(LockOptions::new().with_lease(l1))).await.unwrap();
+    let first_key = first.key().to_vec();
+    let mut cl2 = connect(&addr).await;
+    let waiter =
+        tokio::spawn(
+            async move { cl2.lock("res", Some(LockOptions::new().with_lease(l2))).await.unwrap().key().to_vec() },
+        );
+    // The second locker is queued behind the first (its key exists, it has not returned).
+    wait_until("the second locker queues", || {
+        let mut cl = cl.clone();
+        async move { cl.get("res/", Some(GetOptions::new().with_prefix())).await.unwrap().count() == 2 }
+    })
+    .await;
+    assert!(!waiter.is_finished(), "the lock is held");
+    cl.unlock(first_key.clone()).await.unwrap();
+    let second_key = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
+    let rev = |key: Vec<u8>| {
+        let mut cl = cl.clone();
+        async move { cl.get(key, None).await.unwrap().kvs().first().map(|kv| kv.create_revision()) }
+    };
+    assert!(rev(second_key.clone()).await.unwrap() > 0);
+    assert!(rev(first_key).await.is_none(), "unlocked");
+
+    // Election: campaign, proclaim, leader, observe, resign hands over.
+    let e1 = cl.lease_grant(30, None).await.unwrap().id();
+    let e2 = cl.lease_grant(30, None).await.unwrap().id();
+    let won = cl.campaign("el", "alice", e1).await.unwrap();
+    let leader_key = won.leader().unwrap().clone();
+    let mut observe = cl.observe("el").await.unwrap();
+    let first = observe.message().await.unwrap().unwrap();
+    assert_eq!(first.kv().unwrap().value(), b"alice");
+    cl.proclaim("alice-2", Some(etcd_client::ProclaimOptions::new().with_leader(leader_key.clone()))).await.unwrap();
+    assert_eq!(observe.message().await.unwrap().unwrap().kv().unwrap().value(), b"alice-2");
+    assert_eq!(cl.leader("el").await.unwrap().kv().unwrap().value(), b"alice-2");
+    let mut cl3 = connect(&addr).await;
+    let bob = tokio::spawn(async move { cl3.campaign("el", "bob", e2).await.unwrap() });
+    cl.resign(Some(ResignOptions::new().with_leader(leader_key))).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), bob).await.unwrap().unwrap();
+    assert_eq!(observe.message().await.unwrap().unwrap().kv().unwrap().value(), b"bob");
+
+    // Maintenance and cluster.
+    let st = cl.status().await.unwrap();
+    assert_eq!(st.leader(), 1);
+    let members = cl.member_list().await.unwrap();
+    assert_eq!(members.members().len(), 1);
+    assert_eq!(members.members()[0].client_urls(), [format!("http://{addr}")]);
+}
+
+/// The lock holder (etcdctl running a script) is paused past its lease; another client takes
+/// the lock and writes; the first one's late write carries an older fencing token and is refused.
+#[tokio::test]
+async fn a_lock_holder_paused_past_its_lease_is_fenced_off() {
+    let c = Cluster::start(EXE, 1).await;
+    let url = c.url(1);
+    let addr = etcd_addr(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (token_file, go_file, status_file) =
+        (dir.path().join("token"), dir.path().join("go"), dir.path().join("status"));
+    let script = format!(
+        "echo $ETCD_LOCK_REV > {t}.tmp && mv {t}.tmp {t}; while [ ! -f {g} ]; do sleep 0.02; done; \
+         curl -s -o /dev/null -w '%{{http_code}}' -X PUT -H \"x-fencing-token: $ETCD_LOCK_REV\" --data late {url}/v1/coord/fenced/ledger > {s}",
+        t = token_file.display(),
+        g = go_file.display(),
+        s = status_file.display(),
+    );
+    use std::os::unix::process::CommandExt;
+    let mut holder = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            format!("--endpoints={addr}"),
+            "lock".into(),
+            "--ttl=2".into(),
+            "ledger-lock".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+        ])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_until("the first holder has the lock", || async { token_file.exists() }).await;
+    let token1: i64 = std::fs::read_to_string(&token_file).unwrap().trim().parse().unwrap();
+    // The holder writes while it holds the lock.
+    let r = client()
+        .put(format!("{url}/v1/coord/fenced/ledger"))
+        .header("x-fencing-token", token1)
+        .body("first")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Pause the holder (etcdctl and its script): its keep-alives stop.
+    let pgid = nix::unistd::Pid::from_raw(-(holder.id() as i32));
+    nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let paused_at = Instant::now();
+
+    // A second client waits for the lock; it gets it once the paused holder's lease expires.
+    let mut cl = connect(&addr).await;
+    let lease = cl.lease_grant(30, None).await.unwrap().id();
+    let got = cl.lock("ledger-lock", Some(LockOptions::new().with_lease(lease))).await.unwrap();
+    assert!(paused_at.elapsed() >= Duration::from_secs(1), "the lock was taken before the lease could expire");
+    let token2 = cl.get(got.key(), None).await.unwrap().kvs()[0].create_revision();
+    assert!(token2 > token1);
+    let r = client()
+        .put(format!("{url}/v1/coord/fenced/ledger"))
+        .header("x-fencing-token", token2)
+        .body("second")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The first holder wakes up and writes with its old token: refused.
+    nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    std::fs::write(&go_file, "").unwrap();
+    wait_until("the late write's answer", || async {
+        std::fs::read_to_string(&status_file).is_ok_and(|s| s.len() == 3)
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&status_file).unwrap(), "409");
+    let (_, res) = send(client().get(format!("{url}/v1/coord/fenced/ledger"))).await;
+    assert_eq!(
+        (res["value"].as_str(), res["token"].as_i64(), res["refused"].as_u64()),
+        (Some("second"), Some(token2), Some(1)),
+        "{res}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+/// A lease's keys outlive a leader change: the new leader gives every lease its full TTL again.
+#[tokio::test]
+async fn a_leader_change_never_expires_a_lease_early() {
+    let mut c = Cluster::start(EXE, 3).await;
+    let leader = c.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let addr = etcd_addr(&c.url(follower)).await;
+    let mut cl = connect(&addr).await;
+    const TTL: i64 = 3;
+    let lease = cl.lease_grant(TTL, None).await.unwrap().id();
+    cl.put("session", "alive", Some(PutOptions::new().with_lease(lease))).await.unwrap();
+    let (mut keeper, mut stream) = cl.lease_keep_alive(lease).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    assert_eq!(stream.message().await.unwrap().unwrap().ttl(), TTL);
+    let last_keepalive = Instant::now();
+
+    c.kill9(leader);
+    // Through the follower: the key must exist until at least TTL after the last keep-alive.
+    let mut expired_at = None;
+    while expired_at.is_none() {
+        match cl.get("session", None).await {
+            Ok(r) if r.kvs().is_empty() => expired_at = Some(last_keepalive.elapsed()),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+        assert!(last_keepalive.elapsed() < Duration::from_secs(30), "the lease never expired");
+    }
+    let expired_at = expired_at.unwrap();
+    assert!(
+        expired_at >= Duration::from_secs(TTL as u64),
+        "expired {expired_at:?} after the last keep-alive (TTL {TTL} s)"
+    );
+}
