@@ -253,3 +253,62 @@ pub async fn raft_cluster(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Start an `n`-member etcd cluster (Debian's `etcd-server`) for a benchmark's peer side, fsync
+/// on as etcd always does; returns once every member answers `/health`, with the client URLs.
+pub async fn etcd_cluster(dir: &Path, n: usize, install_hint: &str) -> anyhow::Result<(Vec<PeerProcess>, Vec<String>)> {
+    anyhow::ensure!(PeerProcess::available("etcd"), "etcd is not installed; run `{install_hint}`");
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+    let initial: Vec<String> =
+        ports.iter().enumerate().map(|(i, (_, p))| format!("e{i}=http://127.0.0.1:{p}")).collect();
+    let mut procs = Vec::new();
+    let mut urls = Vec::new();
+    for (i, (client_port, peer_port)) in ports.iter().enumerate() {
+        let args: Vec<String> = [
+            "--name".into(),
+            format!("e{i}"),
+            "--data-dir".into(),
+            dir.join(format!("etcd-{i}")).display().to_string(),
+            "--listen-client-urls".into(),
+            format!("http://127.0.0.1:{client_port}"),
+            "--advertise-client-urls".into(),
+            format!("http://127.0.0.1:{client_port}"),
+            "--listen-peer-urls".into(),
+            format!("http://127.0.0.1:{peer_port}"),
+            "--initial-advertise-peer-urls".into(),
+            format!("http://127.0.0.1:{peer_port}"),
+            "--initial-cluster".into(),
+            initial.join(","),
+            "--initial-cluster-state".into(),
+            "new".into(),
+            "--log-level".into(),
+            "error".into(),
+        ]
+        .into();
+        procs.push(PeerProcess::start(
+            &format!("etcd-{i}"),
+            "etcd",
+            &args,
+            &dir.join(format!("etcd-{i}.log")),
+            install_hint,
+        )?);
+        urls.push(format!("http://127.0.0.1:{client_port}"));
+    }
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for u in &urls {
+        loop {
+            let ok = client.get(format!("{u}/health")).send().await.ok().filter(|r| r.status().is_success()).is_some();
+            if ok {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "etcd did not become healthy: {}",
+                procs[0].log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok((procs, urls))
+}

@@ -160,6 +160,10 @@ pub(crate) struct Inner {
     pub sm: SmStore,
     pub transport: Transport,
     pub raft: OnceLock<Raft>,
+    /// Read-index rounds through this node (local on the leader, else an RPC to it).
+    reads: Arc<crate::rounds::Rounds>,
+    /// Read-index rounds this node runs as leader (for itself and for followers).
+    local_reads: Arc<crate::rounds::Rounds>,
 }
 
 /// The engine handle systems get through `ctx.engine::<Consensus>()`.
@@ -176,7 +180,17 @@ impl std::fmt::Debug for Consensus {
 
 impl Consensus {
     pub(crate) fn new(identity: NodeIdentity, config: ConsensusConfig, sm: SmStore, transport: Transport) -> Self {
-        Self { inner: Arc::new(Inner { identity, config, sm, transport, raft: OnceLock::new() }) }
+        Self {
+            inner: Arc::new(Inner {
+                identity,
+                config,
+                sm,
+                transport,
+                raft: OnceLock::new(),
+                reads: Arc::default(),
+                local_reads: Arc::default(),
+            }),
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -303,39 +317,59 @@ impl Consensus {
     /// Read-index: returns once this node has applied every entry committed before the call,
     /// so reading local state afterwards is linearizable.
     pub async fn read_barrier(&self) -> Result<u64, ConsensusError> {
+        let me = self.clone();
+        let index = self.inner.reads.join(move || {
+            let me = me.clone();
+            async move { me.read_index_round().await }
+        });
+        let index = index.await?;
         let deadline = tokio::time::Instant::now() + self.timeout();
-        let (leader, member) = self.wait_leader(deadline).await?;
-        let index = if leader == self.node_id() {
-            self.read_index_local(deadline).await?
-        } else {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let r: Result<Result<u64, WireError>, RpcError> =
-                self.inner.transport.call(leader, &member.peer_addr, crate::peer::READ_INDEX, &(), Some(left)).await;
-            match r {
-                Ok(Ok(i)) => i,
-                Ok(Err(e)) => return Err(e.into()),
-                Err(e) => {
-                    return Err(ConsensusError::NoLeader { leader_http: Some(format!("{} ({e})", member.http_addr)) });
-                }
-            }
-        };
         let mut applied = self.applied();
         tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index))
             .await
-            .map_err(|_| ConsensusError::NoLeader { leader_http: Some(member.http_addr.clone()) })?
+            .map_err(|_| ConsensusError::NoLeader { leader_http: None })?
             .map_err(|_| ConsensusError::NotRunning)?;
         Ok(index)
     }
 
-    pub(crate) async fn read_index_local(&self, deadline: tokio::time::Instant) -> Result<u64, ConsensusError> {
-        let raft = self.raft()?;
-        let r = tokio::time::timeout_at(deadline, raft.ensure_linearizable())
-            .await
-            .map_err(|_| ConsensusError::NoLeader { leader_http: None })?;
-        match r {
-            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
-            Err(e) => Err(ConsensusError::NoLeader { leader_http: Some(e.to_string()) }),
+    /// One read-index round: the leader's commit index, once it has confirmed it still leads.
+    async fn read_index_round(&self) -> Result<u64, ConsensusError> {
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let (leader, member) = self.wait_leader(deadline).await?;
+        if leader == self.node_id() {
+            return self.read_index_local().await;
         }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let r: Result<Result<u64, WireError>, RpcError> =
+            self.inner.transport.call(leader, &member.peer_addr, crate::peer::READ_INDEX, &(), Some(left)).await;
+        match r {
+            Ok(Ok(i)) => Ok(i),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(ConsensusError::NoLeader { leader_http: Some(format!("{} ({e})", member.http_addr)) }),
+        }
+    }
+
+    /// A read-index round on this node as leader, shared by every reader that arrives before
+    /// it starts (this node's and followers').
+    pub(crate) async fn read_index_local(&self) -> Result<u64, ConsensusError> {
+        let me = self.clone();
+        self.inner
+            .local_reads
+            .join(move || {
+                let me = me.clone();
+                async move {
+                    let deadline = tokio::time::Instant::now() + me.timeout();
+                    let raft = me.raft()?;
+                    let r = tokio::time::timeout_at(deadline, raft.ensure_linearizable())
+                        .await
+                        .map_err(|_| ConsensusError::NoLeader { leader_http: None })?;
+                    match r {
+                        Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+                        Err(e) => Err(ConsensusError::NoLeader { leader_http: Some(e.to_string()) }),
+                    }
+                }
+            })
+            .await
     }
 
     /// Run a membership change on the leader (forwarded there from any node).

@@ -16,6 +16,7 @@ mod engine;
 mod log_store;
 mod network;
 mod peer;
+mod rounds;
 mod state_machine;
 mod types;
 

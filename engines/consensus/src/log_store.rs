@@ -4,9 +4,15 @@
 //! `p` → the last purged log id. Appends and votes are fsync'd (group commit) before openraft is
 //! told they are done, so an entry a follower acknowledges is on its disk: an acknowledged write
 //! is on a quorum of disks.
+//!
+//! An append returns once its entries are written; its fsync is left to a flusher task, which
+//! syncs once for every append queued meanwhile and then tells openraft (in append order) that
+//! they are durable. So openraft keeps accepting and replicating entries while the disk syncs,
+//! and one fsync covers many appends.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, OnceLock};
 
 use basalt_runtime::Namespace;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -40,14 +46,42 @@ fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
     postcard::from_bytes(b).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))
 }
 
+type Flushes = tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>;
+
 #[derive(Clone)]
 pub struct LogStore {
     ns: Namespace,
+    /// The flusher task's queue (started on the first append, inside the runtime).
+    flusher: Arc<OnceLock<Flushes>>,
 }
 
 impl LogStore {
     pub fn new(ns: Namespace) -> Self {
-        Self { ns }
+        Self { ns, flusher: Arc::default() }
+    }
+
+    fn flusher(&self) -> &Flushes {
+        self.flusher.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
+            let ns = self.ns.clone();
+            tokio::spawn(async move {
+                while let Some(first) = rx.recv().await {
+                    // Every append queued so far was written before it was queued: one fsync
+                    // makes them all durable.
+                    let mut done = vec![first];
+                    while let Ok(next) = rx.try_recv() {
+                        done.push(next);
+                    }
+                    let synced = ns.sync().await;
+                    for callback in done {
+                        callback.log_io_completed(
+                            synced.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())),
+                        );
+                    }
+                }
+            });
+            tx
+        })
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -148,9 +182,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             puts.push((entry_key(e.get_log_id().index).to_vec(), encode(&e)?));
         }
         self.ns.write_batch(&puts, &[]).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        let synced = self.ns.sync().await;
-        callback.log_io_completed(synced.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
-        synced.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+        if let Err(back) = self.flusher().send(callback) {
+            // The flusher is gone (shutting down): sync here.
+            let synced = self.ns.sync().await;
+            back.0.log_io_completed(synced.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+            return synced.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -62,9 +62,7 @@ pub fn routes(c: Consensus) -> Router {
         .route(
             READ_INDEX,
             post(|State(c): State<Consensus>, Wire(()): Wire<()>| async move {
-                let deadline =
-                    tokio::time::Instant::now() + std::time::Duration::from_millis(c.inner.config.request_timeout_ms);
-                Wire(c.read_index_local(deadline).await.map_err(WireError::from))
+                Wire(c.read_index_local().await.map_err(WireError::from))
             }),
         )
         .route(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use basalt_runtime::bench::{BenchOpts, BenchResult, Measured, Report, measure_async};
-use basalt_runtime::process::{NodeProcess, NodeSpec, PeerProcess, free_port, raft_cluster};
+use basalt_runtime::process::{NodeProcess, NodeSpec, etcd_cluster, raft_cluster};
 
 const PEER: &str = "etcd 3.4 (3 nodes, v3 JSON gateway)";
 const INSTALL: &str = "scripts/install-deps etcd-server etcd-client";
@@ -23,63 +23,6 @@ async fn basalt_cluster(opts: &BenchOpts, dir: &std::path::Path) -> anyhow::Resu
     let r = reqwest::Client::new().put(format!("{}/v1/config/ns/bench", nodes[0].url())).send().await?;
     anyhow::ensure!(r.status().is_success(), "creating the namespace: {}", r.text().await?);
     Ok(nodes)
-}
-
-async fn etcd_cluster(dir: &std::path::Path) -> anyhow::Result<(Vec<PeerProcess>, Vec<String>)> {
-    anyhow::ensure!(PeerProcess::available("etcd"), "etcd is not installed; run `{INSTALL}`");
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
-    let initial: Vec<String> =
-        ports.iter().enumerate().map(|(i, (_, p))| format!("e{i}=http://127.0.0.1:{p}")).collect();
-    let mut procs = Vec::new();
-    let mut urls = Vec::new();
-    for (i, (client_port, peer_port)) in ports.iter().enumerate() {
-        let args: Vec<String> = [
-            "--name".into(),
-            format!("e{i}"),
-            "--data-dir".into(),
-            dir.join(format!("etcd-{i}")).display().to_string(),
-            "--listen-client-urls".into(),
-            format!("http://127.0.0.1:{client_port}"),
-            "--advertise-client-urls".into(),
-            format!("http://127.0.0.1:{client_port}"),
-            "--listen-peer-urls".into(),
-            format!("http://127.0.0.1:{peer_port}"),
-            "--initial-advertise-peer-urls".into(),
-            format!("http://127.0.0.1:{peer_port}"),
-            "--initial-cluster".into(),
-            initial.join(","),
-            "--initial-cluster-state".into(),
-            "new".into(),
-            "--log-level".into(),
-            "error".into(),
-        ]
-        .into();
-        procs.push(PeerProcess::start(
-            &format!("etcd-{i}"),
-            "etcd",
-            &args,
-            &dir.join(format!("etcd-{i}.log")),
-            INSTALL,
-        )?);
-        urls.push(format!("http://127.0.0.1:{client_port}"));
-    }
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for u in &urls {
-        loop {
-            let ok = client.get(format!("{u}/health")).send().await.ok().filter(|r| r.status().is_success()).is_some();
-            if ok {
-                break;
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "etcd did not become healthy: {}",
-                procs[0].log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok((procs, urls))
 }
 
 async fn run_load(
@@ -311,7 +254,7 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         results.push(("linearizable reads", r));
     }
     let (prop, floor_ms) = propagation(opts, &dir).await.context("the propagation scenario")?;
-    let (procs, urls) = etcd_cluster(&dir).await?;
+    let (procs, urls) = etcd_cluster(&dir, 3, INSTALL).await?;
     let c = reqwest::Client::new();
     for n in 0..10 {
         etcd_put(&c, &urls[0], n).send().await?.error_for_status()?;
