@@ -101,6 +101,7 @@ async fn etcdctl_works_unchanged() {
     assert_eq!(lines[0], "PUT");
     assert_eq!(lines[1], "app/w");
     let _ = watch.kill();
+    let _ = watch.wait();
 
     // leases: grant, attach, keep alive once, time to live, revoke deletes the key.
     let granted = e(&["lease", "grant", "30"]);
@@ -138,7 +139,9 @@ async fn etcdctl_works_unchanged() {
         std::io::BufReader::new(observed).lines().take(2).map(Result::unwrap).collect::<Vec<_>>().join(" ")
     };
     let _ = observe.kill();
+    let _ = observe.wait();
     let _ = elect.kill();
+    let _ = elect.wait();
     assert!(leader.starts_with("app-election/") && leader.ends_with("alice"), "{leader}");
 
     // endpoint status and member list.

@@ -340,7 +340,11 @@ impl pb::cluster_server::Cluster for Svc {
         _req: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         let status = self.0.consensus.status().map_err(crate::service::unavailable)?;
-        let urls = self.0.sm.read(|s| s.members.clone());
+        let mut urls = self.0.sm.read(|s| s.members.clone());
+        // This node knows its own address before its registration is applied.
+        if let Some(own) = self.0.client_url.get() {
+            urls.entry(self.0.node_id).or_insert_with(|| own.clone());
+        }
         let members = status
             .members
             .iter()
@@ -401,7 +405,7 @@ impl pb::maintenance_server::Maintenance for Svc {
     /// The node's replicated state (Basalt's own format, not etcd's bbolt file), in chunks.
     async fn snapshot(&self, _req: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         self.0.barrier(false).await?;
-        let bytes = self.0.sm.read(|s| postcard::to_allocvec(s)).map_err(|e| Status::internal(e.to_string()))?;
+        let bytes = self.0.sm.read(postcard::to_allocvec).map_err(|e| Status::internal(e.to_string()))?;
         let h = self.0.header().at(self.0.sm.revision());
         let total = bytes.len();
         let chunks: Vec<Result<pb::SnapshotResponse, Status>> = bytes
@@ -523,7 +527,11 @@ pub async fn serve(
         .add_service(pb::maintenance_server::MaintenanceServer::new(svc.clone()).max_encoding_message_size(usize::MAX))
         .add_service(lk::lock_server::LockServer::new(svc.clone()))
         .add_service(el::election_server::ElectionServer::new(svc))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stop.cancelled_owned())
+        // Nagle's algorithm would hold small responses back ~40 ms behind delayed ACKs.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop.cancelled_owned(),
+        )
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "coord: the etcd gRPC server failed");

@@ -88,6 +88,7 @@ impl System for CoordSystem {
         std_listener.set_nonblocking(true)?;
         let etcd_addr = std_listener.local_addr()?.to_string();
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let _ = coord.client_url.set(format!("http://{etcd_addr}"));
         ctx.spawn("grpc", grpc::serve(coord.clone(), listener, ctx.shutdown.clone()));
         ctx.spawn("lease-keeper", coord.clone().lease_keeper(ctx.shutdown.clone()));
         ctx.spawn("register", coord.clone().register(format!("http://{etcd_addr}"), ctx.shutdown.clone()));

@@ -44,6 +44,8 @@ pub struct Coord {
     pub transport: Transport,
     leases: Mutex<LeaseClock>,
     term: AtomicU64,
+    /// This node's etcd client URL (set when the listener is bound).
+    pub client_url: std::sync::OnceLock<String>,
 }
 
 pub fn unavailable(e: ConsensusError) -> Status {
@@ -57,7 +59,15 @@ pub fn unavailable(e: ConsensusError) -> Status {
 
 impl Coord {
     pub fn new(sm: Arc<CoordSm>, consensus: Arc<Consensus>, node_id: u64, transport: Transport) -> Self {
-        Self { sm, consensus, node_id, transport, leases: Mutex::default(), term: AtomicU64::new(0) }
+        Self {
+            sm,
+            consensus,
+            node_id,
+            transport,
+            leases: Mutex::default(),
+            term: AtomicU64::new(0),
+            client_url: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn header(&self) -> Header {
@@ -128,7 +138,12 @@ impl Coord {
     pub fn answer_lease(&self, ask: LeaseAsk) -> Option<i64> {
         let mut clock = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         if !clock.leading {
-            return None;
+            // The keeper has not noticed yet that this node leads (it ticks every 100 ms).
+            if !self.consensus.status().is_ok_and(|s| s.state == "leader") {
+                return None;
+            }
+            clock.leading = true;
+            clock.deadlines.clear();
         }
         let now = Instant::now();
         Some(match ask {
@@ -178,7 +193,7 @@ impl Coord {
                         .collect()
                 });
                 if !clock.leading {
-                    // A new term for this node: every lease starts its full TTL from now.
+                    // Leading again: every lease starts its full TTL from now.
                     clock.leading = true;
                     clock.deadlines.clear();
                 }
