@@ -26,6 +26,7 @@ fn plugs() -> Vec<Plug> {
         plug::<basalt_kv::KvSystem>(),
         plug::<basalt_ratelimit::RateLimitSystem>(),
         plug::<basalt_flags::FlagsSystem>(),
+        plug::<basalt_payments::PaymentsSystem>(),
         plug::<basalt_coord::CoordSystem>(),
     ]
 }
@@ -58,6 +59,15 @@ enum Command {
     /// Tools for development: a local multi-node cluster in the foreground.
     #[command(subcommand)]
     Dev(cluster::DevCommand),
+    /// Run the simulated payment provider for S32 (its own process, so its records outlive
+    /// nodes killed in tests): prints `{"addr": …}` once listening.
+    PaymentsProvider {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: String,
+        /// Where its records are kept (JSON lines, reloaded at start).
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
 }
@@ -204,6 +214,7 @@ fn main() -> std::process::ExitCode {
         Command::Cluster(c) => cluster::run_cluster(c),
         Command::Chaos(a) => chaos(a),
         Command::Dev(c) => cluster::run_dev(c),
+        Command::PaymentsProvider { addr, data } => basalt_payments::run_simulated_provider(&addr, data),
         Command::Version => {
             println!("basalt {}", env!("CARGO_PKG_VERSION"));
             Ok(())
