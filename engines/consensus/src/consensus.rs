@@ -72,6 +72,17 @@ impl ConsensusConfig {
     }
 }
 
+/// How fresh a read must be (the `?consistency=` of systems' read APIs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Read-index through the leader: sees every write acknowledged before the read.
+    #[default]
+    Linearizable,
+    /// This node's applied state, possibly behind; never a write that was not committed.
+    Stale,
+}
+
 /// Why a consensus operation failed, as a caller needs to know it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConsensusError {
@@ -312,6 +323,14 @@ impl Consensus {
             ))),
             Err(e) => Err(ConsensusError::Unknown(e.to_string())),
         }
+    }
+
+    /// A read barrier when `consistency` asks for one (then local reads are linearizable).
+    pub async fn barrier_for(&self, consistency: Consistency) -> Result<(), ConsensusError> {
+        if consistency == Consistency::Linearizable {
+            self.read_barrier().await?;
+        }
+        Ok(())
     }
 
     /// Read-index: returns once this node has applied every entry committed before the call,

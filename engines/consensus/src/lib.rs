@@ -20,7 +20,7 @@ mod rounds;
 mod state_machine;
 mod types;
 
-pub use consensus::{AdminOp, ClusterStatus, Consensus, ConsensusConfig, ConsensusError, MemberStatus};
+pub use consensus::{AdminOp, ClusterStatus, Consensus, ConsensusConfig, ConsensusError, Consistency, MemberStatus};
 pub use engine::ConsensusEngine;
 pub use log_store::LogStore;
 pub use state_machine::{Applied, SmStore, StateMachine};

@@ -153,15 +153,7 @@ impl StateMachine for ConfigSm {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Consistency {
-    /// Read-index through the leader: sees every write acknowledged before the read.
-    #[default]
-    Linearizable,
-    /// This node's applied state, possibly behind; never a write that was not committed.
-    Stale,
-}
+pub use basalt_consensus::Consistency;
 
 /// Where a node's config comes from: it is a member of the Raft group, or an edge replica.
 pub enum Backend {

@@ -41,7 +41,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::model::{Change, Op};
-use crate::service::{Consistency, FlagsService, api_err};
+use basalt_consensus::Consistency;
+
+use crate::service::{FlagsService, api_err};
 
 type Svc = State<Arc<FlagsService>>;
 

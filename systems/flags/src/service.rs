@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use basalt_consensus::{Consensus, StateMachine};
+use basalt_consensus::{Consensus, Consistency, StateMachine};
 use basalt_flags_core::{Delta, FlagStore};
 use basalt_runtime::transport::Transport;
 use basalt_runtime::{ApiError, Clock};
@@ -160,16 +160,6 @@ impl StateMachine for FlagsSm {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Consistency {
-    /// Read-index through the leader: sees every write acknowledged before the read.
-    #[default]
-    Linearizable,
-    /// This node's applied state, possibly behind.
-    Stale,
-}
-
 pub struct FlagsService {
     pub sm: Arc<FlagsSm>,
     pub consensus: Arc<Consensus>,
@@ -205,9 +195,7 @@ impl FlagsService {
         consistency: Consistency,
         f: impl FnOnce(&Model) -> Result<T, FlagsError>,
     ) -> Result<T, ApiError> {
-        if consistency == Consistency::Linearizable {
-            self.consensus.read_barrier().await?;
-        }
+        self.consensus.barrier_for(consistency).await?;
         self.sm.read(f).map_err(api_err)
     }
 
