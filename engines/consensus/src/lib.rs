@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 mod api;
+mod batch;
 mod consensus;
 mod engine;
 mod log_store;
@@ -20,6 +21,7 @@ mod rounds;
 mod state_machine;
 mod types;
 
+pub use batch::BATCH;
 pub use consensus::{AdminOp, ClusterStatus, Consensus, ConsensusConfig, ConsensusError, Consistency, MemberStatus};
 pub use engine::ConsensusEngine;
 pub use log_store::LogStore;

@@ -16,7 +16,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, R
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use crate::types::{Entry, LogId, Reply, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{Command, Entry, LogId, Reply, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// A system's replicated state. Implementations use interior mutability so the system can read
 /// its state (after `Consensus::read_barrier`) while the engine applies.
@@ -202,6 +202,26 @@ impl RaftStateMachine<TypeConfig> for SmStore {
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(Some(log_id), m);
                         (Reply::None, None, None)
+                    }
+                    EntryPayload::Normal(cmd) if cmd.system == crate::batch::BATCH => {
+                        // Commands batched into one entry: applied in order, each with the
+                        // entry's index, each announced on the feed as if it were alone.
+                        let inner: Vec<Command> = postcard::from_bytes(&cmd.payload).unwrap_or_default();
+                        let mut inner_replies = Vec::with_capacity(inner.len());
+                        for c in inner {
+                            let payload = Arc::new(c.payload);
+                            inner_replies.push(match systems.get(&c.system) {
+                                Some(sm) => Reply::Data(sm.apply(log_id.index, &payload)),
+                                None => Reply::NoSuchSystem(c.system.clone()),
+                            });
+                            events.push(Applied {
+                                index: log_id.index,
+                                system: Some(c.system),
+                                payload: Some(payload),
+                            });
+                        }
+                        replies.push(Reply::Data(postcard::to_allocvec(&inner_replies).unwrap_or_default()));
+                        continue;
                     }
                     EntryPayload::Normal(cmd) => {
                         let payload = Arc::new(cmd.payload);

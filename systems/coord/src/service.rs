@@ -76,7 +76,7 @@ impl Coord {
 
     pub async fn propose(&self, cmd: &Command) -> Result<Reply, Status> {
         let bytes = postcard::to_allocvec(cmd).map_err(|e| Status::internal(e.to_string()))?;
-        let reply = self.consensus.propose(crate::state::SYSTEM, bytes).await.map_err(unavailable)?;
+        let reply = self.consensus.propose_batched(crate::state::SYSTEM, bytes).await.map_err(unavailable)?;
         let answer: Answer = postcard::from_bytes(&reply).map_err(|e| Status::internal(format!("bad reply: {e}")))?;
         answer.map_err(crate::convert::status)
     }

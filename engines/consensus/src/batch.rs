@@ -1,0 +1,134 @@
+//! Proposals batched into one Raft entry.
+//!
+//! openraft 0.9 takes one client write at a time: each entry is its own trip through the core
+//! (append, replicate, apply, reply), and a follower forwards each write in its own RPC. A system
+//! whose state machine does not need a distinct log index per command can propose through
+//! [`Consensus::propose_batched`](crate::Consensus::propose_batched): commands that arrive while a
+//! batch is in flight go together as one entry of the reserved system [`BATCH`], applied in order
+//! (each with the entry's index) and answered one by one.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::consensus::ConsensusError;
+use crate::types::{Command, Reply};
+
+/// The reserved system name of a batch entry; its payload is a postcard `Vec<Command>`, its
+/// reply a postcard `Vec<Reply>`.
+pub const BATCH: &str = "__batch";
+/// At most this many commands go in one entry.
+pub(crate) const BATCH_MAX: usize = 512;
+/// Batches in flight at once per node.
+pub(crate) const IN_FLIGHT: usize = 2;
+
+pub(crate) type Waiter = oneshot::Sender<Result<Vec<u8>, ConsensusError>>;
+
+#[derive(Default)]
+pub(crate) struct Batcher {
+    pub(crate) state: Mutex<BatchState>,
+}
+
+#[derive(Default)]
+pub(crate) struct BatchState {
+    pub(crate) queue: Vec<(Command, Waiter)>,
+    /// Driver tasks running.
+    pub(crate) drivers: usize,
+}
+
+impl Batcher {
+    /// Queue a command; `true` if the caller should start a driver.
+    pub(crate) fn push(&self, cmd: Command, waiter: Waiter) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.queue.push((cmd, waiter));
+        if st.drivers < IN_FLIGHT {
+            st.drivers += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The next batch, or `None` (and the driver stops) when the queue is empty.
+    pub(crate) fn next(&self) -> Option<Vec<(Command, Waiter)>> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.queue.is_empty() {
+            st.drivers -= 1;
+            return None;
+        }
+        let n = st.queue.len().min(BATCH_MAX);
+        Some(st.queue.drain(..n).collect())
+    }
+}
+
+/// Answer every waiter of a batch from the batch entry's reply (or its error).
+pub(crate) fn answer(batch: Vec<(Command, Waiter)>, result: Result<Vec<u8>, ConsensusError>) {
+    let replies: Result<Vec<Reply>, ConsensusError> = result.and_then(|bytes| {
+        postcard::from_bytes(&bytes).map_err(|e| ConsensusError::Unknown(format!("a bad batch reply: {e}")))
+    });
+    match replies {
+        Ok(replies) if replies.len() == batch.len() => {
+            for ((_, w), r) in batch.into_iter().zip(replies) {
+                let _ = w.send(match r {
+                    Reply::Data(d) => Ok(d),
+                    Reply::NoSuchSystem(s) => Err(ConsensusError::NoSuchSystem(s)),
+                    Reply::None => Ok(Vec::new()),
+                });
+            }
+        }
+        Ok(replies) => {
+            let e = ConsensusError::Unknown(format!("{} replies for {} commands", replies.len(), batch.len()));
+            for (_, w) in batch {
+                let _ = w.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            for (_, w) in batch {
+                let _ = w.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// The batcher as the consensus handle keeps it.
+pub(crate) type Shared = Arc<Batcher>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter() -> (Waiter, oneshot::Receiver<Result<Vec<u8>, ConsensusError>>) {
+        oneshot::channel()
+    }
+
+    fn cmd() -> Command {
+        Command { system: "s".into(), payload: vec![] }
+    }
+
+    #[test]
+    fn each_command_gets_its_own_reply_and_a_failed_batch_fails_them_all() {
+        let (a, mut ra) = waiter();
+        let (b, mut rb) = waiter();
+        let replies = vec![Reply::Data(b"one".to_vec()), Reply::NoSuchSystem("s".into())];
+        answer(vec![(cmd(), a), (cmd(), b)], Ok(postcard::to_allocvec(&replies).unwrap()));
+        assert_eq!(ra.try_recv().unwrap().unwrap(), b"one");
+        assert!(matches!(rb.try_recv().unwrap(), Err(ConsensusError::NoSuchSystem(_))));
+
+        let (a, mut ra) = waiter();
+        let (b, mut rb) = waiter();
+        answer(vec![(cmd(), a), (cmd(), b)], Err(ConsensusError::Unknown("lost".into())));
+        assert!(matches!(ra.try_recv().unwrap(), Err(ConsensusError::Unknown(_))));
+        assert!(matches!(rb.try_recv().unwrap(), Err(ConsensusError::Unknown(_))));
+    }
+
+    #[test]
+    fn drivers_are_bounded_and_stop_when_the_queue_is_empty() {
+        let b = Batcher::default();
+        let starts: Vec<bool> = (0..4).map(|_| b.push(cmd(), waiter().0)).collect();
+        assert_eq!(starts.iter().filter(|s| **s).count(), IN_FLIGHT.min(4));
+        assert_eq!(b.next().map(|v| v.len()), Some(4));
+        assert!(b.next().is_none());
+        assert!(b.next().is_none());
+        assert!(b.push(cmd(), waiter().0), "a stopped driver is replaced");
+    }
+}
