@@ -173,7 +173,7 @@ impl PaymentsService {
     pub async fn propose<T: DeserializeOwned>(&self, op: Op) -> Result<T, StripeError> {
         let cmd = Command { at_ms: self.clock.now_ms(), op };
         let bytes = serde_json::to_vec(&cmd).map_err(|e| StripeError::api(500, "internal", e.to_string()))?;
-        let reply = self.consensus.propose(SYSTEM, bytes).await.map_err(consensus_err)?;
+        let reply = self.consensus.propose_batched(SYSTEM, bytes).await.map_err(consensus_err)?;
         serde_json::from_slice(&reply)
             .map_err(|e| StripeError::api(500, "internal", format!("bad reply from the state machine: {e}")))
     }
