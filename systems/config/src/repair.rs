@@ -136,9 +136,20 @@ pub async fn audit_once(svc: &ConfigService, http: &basalt_runtime::reqwest::Cli
         }
     }
     let divergent = judge(&mine, &answers, needed);
-    let sources: Vec<String> = divergent.values().next()?.clone();
+    let mut sources: Vec<String> = divergent.values().next()?.clone();
+    // The leader first: it has applied at least as far as any follower, so its snapshot is
+    // rarely behind this replica (which then has to ask again).
+    if let Backend::Cluster { consensus, .. } = &svc.backend
+        && let Ok(status) = consensus.status()
+        && let Some(leader) = status.leader_id.and_then(|id| status.members.iter().find(|m| m.node_id == id))
+    {
+        sources.sort_by_key(|s| *s != leader.http_addr);
+    }
     let namespaces: Vec<String> = divergent.into_keys().collect();
-    for source in sources {
+    // Writes keep landing while a snapshot travels: a snapshot that arrives behind this replica
+    // is asked for again, a few times, before waiting for the next round.
+    let attempts = sources.iter().cycle().take(sources.len() * 4).cloned().collect::<Vec<_>>();
+    for source in attempts {
         let url = format!("http://{source}/v1/config/local/snapshot?min_index={}", svc.sm.last_index());
         let Ok(r) = http.get(url).send().await else { continue };
         if !r.status().is_success() {
