@@ -14,9 +14,11 @@
 //!    not this replica's: for a member, a majority of the voters, not counting itself (so one
 //!    bad replica — even the leader — cannot talk the others into its state); for an edge, the
 //!    member it follows.
-//! 4. Fetch a snapshot from a peer that agreed, taken at a config index at or past this
-//!    replica's, and install it: an edge takes it at once; a member takes it exactly when its
-//!    log reaches that index, so its state stays a function of the log.
+//! 4. Fetch a snapshot from a peer that agreed (the leader first: it has applied at least as
+//!    far as any follower), taken at a config index at or past this replica's, and install it:
+//!    an edge takes it at once; a member takes it exactly when its log reaches that index, so
+//!    its state stays a function of the log. A snapshot that arrives behind this replica (writes
+//!    kept landing) is asked for again, a few times within the round.
 //!
 //! Every repair is counted and the last one described in `GET /v1/config/local`.
 
