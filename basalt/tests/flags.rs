@@ -182,6 +182,9 @@ async fn admin_api_audit_schedules_copies_kill_switch_and_ofrep() {
     let r = client().get(format!("{url}{ENV}/prod/snapshot")).header("if-none-match", &tag).send().await.unwrap();
     assert_eq!(r.status(), 304);
 
+    // The leader's delta push is a node-to-node route: not on the public address.
+    assert_eq!(send(client().post(format!("{url}/flags/push")).body("[]")).await.0, 404);
+
     // Everything survives kill -9.
     let (_, before) = send(client().get(format!("{url}{ENV}/prod/flags"))).await;
     c.kill9(1);

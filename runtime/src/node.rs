@@ -125,6 +125,7 @@ pub async fn run(
 
     let mut systems = Vec::new();
     let mut root_routes = Vec::new();
+    let mut system_peer_routes = Vec::new();
     for plug in &plugs {
         if !config.system_enabled(plug.name) {
             tracing::info!(system = plug.name, "disabled by configuration");
@@ -141,10 +142,14 @@ pub async fn run(
             .start(&mut ctx, config.system_table(plug.name))
             .with_context(|| format!("starting system `{}`", plug.name))?;
         root_routes.extend(ctx.take_root_routes());
+        system_peer_routes.extend(ctx.take_peer_routes());
         systems.push((plug.name, routes));
     }
 
     let mut peer_routes = Router::new();
+    for routes in system_peer_routes {
+        peer_routes = peer_routes.merge(routes);
+    }
     let mut public_routes = vec![node_routes(&config, &faults, &clock)];
     public_routes.append(&mut root_routes);
     for engine in &mut engines {

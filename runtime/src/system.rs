@@ -65,6 +65,7 @@ pub struct SystemContext<'a> {
     tasks: &'a mut Tasks,
     extensions: &'a Extensions,
     root_routes: Vec<Router>,
+    peer_routes: Vec<Router>,
 }
 
 impl<'a> SystemContext<'a> {
@@ -89,6 +90,7 @@ impl<'a> SystemContext<'a> {
             tasks,
             extensions,
             root_routes: Vec::new(),
+            peer_routes: Vec::new(),
         }
     }
 
@@ -102,6 +104,18 @@ impl<'a> SystemContext<'a> {
     /// The routes given to [`serve_at_root`](Self::serve_at_root) (taken by the node after start).
     pub fn take_root_routes(&mut self) -> Vec<Router> {
         std::mem::take(&mut self.root_routes)
+    }
+
+    /// Serve node-to-node routes on the peer listener (the one the transport calls, with its
+    /// fault hook), not on the public HTTP address: what other nodes may ask, clients cannot.
+    /// Paths should start with `/<NAME>/`.
+    pub fn serve_to_peers(&mut self, routes: Router) {
+        self.peer_routes.push(routes);
+    }
+
+    /// The routes given to [`serve_to_peers`](Self::serve_to_peers).
+    pub fn take_peer_routes(&mut self) -> Vec<Router> {
+        std::mem::take(&mut self.peer_routes)
     }
 
     /// A handle an engine shared, e.g. `ctx.engine::<Consensus>()`.

@@ -5,7 +5,8 @@
 //! - `PUT  /v1/coord/fenced/{resource}`    a write with `X-Fencing-Token: <lock key's create revision>`:
 //!   200 if the token is at least every token accepted before, else 409 `stale_token`
 //! - `GET  /v1/coord/fenced/{resource}`    the resource (token, value, accepted, refused)
-//! - `POST /v1/coord/_lease`               node to node (postcard): a keep-alive or time-to-live at the leader
+//!
+//! On the peer listener: `POST /coord/lease` (postcard), a keep-alive or time-to-live at the leader.
 
 use std::sync::Arc;
 
@@ -28,8 +29,14 @@ pub fn routes(coord: Arc<Coord>, etcd_addr: String) -> Router {
     Router::new()
         .route("/", get(move || async move { axum::Json(json!({ "etcd_addr": etcd_addr })) }))
         .route("/fenced/{resource}", get(get_fenced).put(put_fenced))
+        .with_state(coord)
+}
+
+/// The node-to-node route (on the peer listener): a keep-alive or time-to-live at the leader.
+pub fn peer_routes(coord: Arc<Coord>) -> Router {
+    Router::new()
         .route(
-            crate::service::LEASE_PATH.trim_start_matches("/v1/coord"),
+            crate::service::LEASE_PATH,
             post(|State(c): Svc, Wire(ask): Wire<LeaseAsk>| async move {
                 c.answer_lease(ask)
                     .map(Wire)

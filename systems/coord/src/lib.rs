@@ -93,6 +93,7 @@ impl System for CoordSystem {
         ctx.spawn("lease-keeper", coord.clone().lease_keeper(ctx.shutdown.clone()));
         ctx.spawn("register", coord.clone().register(format!("http://{etcd_addr}"), ctx.shutdown.clone()));
         tracing::info!(%etcd_addr, "coord: serving the etcd v3 API");
+        ctx.serve_to_peers(api::peer_routes(coord.clone()));
         Ok(api::routes(coord, etcd_addr))
     }
 

@@ -17,8 +17,8 @@ use tonic::Status;
 use crate::convert::Header;
 use crate::state::{Answer, Command, CoordSm, Reply};
 
-/// Where followers send lease keep-alives and time-to-live questions (to the leader).
-pub const LEASE_PATH: &str = "/v1/coord/_lease";
+/// Where followers send lease keep-alives and time-to-live questions (the leader's peer listener).
+pub const LEASE_PATH: &str = "/coord/lease";
 /// Every Basalt cluster answers with this cluster id.
 pub const CLUSTER_ID: u64 = 0x0ba5_a17c_0001;
 
@@ -109,7 +109,7 @@ impl Coord {
         let id = s.leader_id.ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
         let m =
             s.members.iter().find(|m| m.node_id == id).ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
-        Ok((id, m.http_addr.clone()))
+        Ok((id, m.peer_addr.clone()))
     }
 
     /// Refresh a lease (on the leader, or forwarded to it); the TTL granted, 0 if there is no

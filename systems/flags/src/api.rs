@@ -78,8 +78,16 @@ pub fn routes(svc: Arc<FlagsService>) -> Router {
         .route("/schedules", get(|State(s): Svc| async move { axum::Json(s.sm.read(|m| m.scheduled())) }))
         .route("/schedules/log", get(|State(s): Svc| async move { axum::Json(s.sm.read(|m| m.schedule_log())) }))
         .route("/schedules/{id}", axum::routing::delete(cancel_schedule))
+        .route("/stream", get(stream_by_key))
+        .route("/snapshot", get(snapshot_by_key))
+        .with_state(svc)
+}
+
+/// The node-to-node route (on the peer listener): committed deltas pushed by the leader.
+pub fn peer_routes(svc: Arc<FlagsService>) -> Router {
+    Router::new()
         .route(
-            crate::service::PUSH_PATH.trim_start_matches("/v1/flags"),
+            crate::service::PUSH_PATH,
             post(|State(s): Svc, Wire(bytes): Wire<Vec<u8>>| async move {
                 let deltas: crate::service::Deltas =
                     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("bad_push", e.to_string()))?;
@@ -87,8 +95,6 @@ pub fn routes(svc: Arc<FlagsService>) -> Router {
                 Ok::<_, ApiError>(Wire(()))
             }),
         )
-        .route("/stream", get(stream_by_key))
-        .route("/snapshot", get(snapshot_by_key))
         .with_state(svc)
 }
 

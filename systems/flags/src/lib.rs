@@ -101,6 +101,7 @@ impl System for FlagsSystem {
             svc.clone().scheduler(Duration::from_millis(config.scheduler_tick_ms), ctx.shutdown.clone()),
         );
         ctx.serve_at_root(ofrep::routes(svc.clone()));
+        ctx.serve_to_peers(api::peer_routes(svc.clone()));
         Ok(api::routes(svc))
     }
 

@@ -6,53 +6,33 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use basalt_consensus::{Consensus, Consistency, StateMachine};
 use basalt_flags_core::{Delta, FlagStore};
 use basalt_runtime::transport::Transport;
 use basalt_runtime::{ApiError, Clock};
-use serde::{Deserialize, Serialize};
+
 use tokio::sync::{broadcast, watch};
 
 use crate::model::{Command, FlagsError, Model, Op};
 
 pub const SYSTEM: &str = "flags";
-/// Where the leader pushes committed deltas to the other members.
-pub const PUSH_PATH: &str = "/v1/flags/_push";
+/// Where the leader pushes committed deltas to the other members (on their peer listener).
+pub const PUSH_PATH: &str = "/flags/push";
 
-/// An error as it travels in a Raft reply.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorReply {
-    pub status: u16,
-    pub code: String,
-    pub message: String,
-    #[serde(default)]
-    pub field: Option<String>,
-}
+pub use basalt_runtime::http::ErrorReply;
 
-impl From<&FlagsError> for ErrorReply {
-    fn from(e: &FlagsError) -> Self {
-        Self {
-            status: e.http_status(),
-            code: e.code().to_owned(),
-            message: e.to_string(),
-            field: e.field().map(str::to_owned),
-        }
-    }
-}
-
-impl From<ErrorReply> for ApiError {
-    fn from(e: ErrorReply) -> Self {
-        let err = ApiError::new(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), e.code, e.message);
-        match e.field {
-            Some(f) => err.with_field(f),
-            None => err,
-        }
+/// A model error as it travels in a Raft reply.
+pub fn error_reply(e: &FlagsError) -> ErrorReply {
+    ErrorReply {
+        status: e.http_status(),
+        code: e.code().to_owned(),
+        message: e.to_string(),
+        field: e.field().map(str::to_owned),
     }
 }
 
 pub fn api_err(e: FlagsError) -> ApiError {
-    ErrorReply::from(&e).into()
+    error_reply(&e).into()
 }
 
 /// Deltas one applied command produced: `(project, environment, delta)`.
@@ -129,7 +109,7 @@ impl StateMachine for FlagsSm {
         let reply = match serde_json::from_slice::<Command>(command) {
             Ok(cmd) => {
                 let mut model = self.model.write().unwrap_or_else(|e| e.into_inner());
-                let reply = serde_json::to_vec(&model.apply(index, &cmd).map_err(|e| ErrorReply::from(&e)));
+                let reply = serde_json::to_vec(&model.apply(index, &cmd).map_err(|e| error_reply(&e)));
                 let out = model.take_outbox();
                 drop(model);
                 if !out.is_empty() {
@@ -256,7 +236,7 @@ impl FlagsService {
                 let (transport, bytes) = (self.transport.clone(), bytes.clone());
                 tokio::spawn(async move {
                     let r = transport
-                        .call::<_, ()>(m.node_id, &m.http_addr, PUSH_PATH, &*bytes, Some(Duration::from_secs(2)))
+                        .call::<_, ()>(m.node_id, &m.peer_addr, PUSH_PATH, &*bytes, Some(Duration::from_secs(2)))
                         .await;
                     if let Err(e) = r {
                         tracing::debug!(peer = m.node_id, error = %e, "flags: push not delivered (the log will bring it)");

@@ -6,7 +6,7 @@
 //! - `POST   /v1/ratelimit/check`    `{"rule", "key", "cost": 1}` → 200 allowed / 429 limited, with
 //!   `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `Retry-After`
 //! - `POST   /v1/ratelimit/release`  `{"rule", "key", "cost": 1}` (concurrency rules)
-//! - `POST   /v1/ratelimit/_lease`   node to node (postcard): an allowance from a key's owner
+//! - `POST   /ratelimit/lease` on the peer listener (postcard): an allowance from a key's owner
 
 use std::sync::Arc;
 
@@ -31,8 +31,14 @@ pub fn routes(svc: Arc<RateLimitService>) -> Router {
         .route("/rules/{name}", get(get_rule).put(put_rule).delete(delete_rule))
         .route("/check", post(check))
         .route("/release", post(release))
+        .with_state(svc)
+}
+
+/// The node-to-node route (on the peer listener): an allowance from a key's owner.
+pub fn peer_routes(svc: Arc<RateLimitService>) -> Router {
+    Router::new()
         .route(
-            crate::service::LEASE_PATH.trim_start_matches("/v1/ratelimit"),
+            crate::service::LEASE_PATH,
             post(|State(s): Svc, Wire(req): Wire<crate::service::LeaseReq>| async move { s.lease(&req).map(Wire) }),
         )
         .with_state(svc)

@@ -50,6 +50,7 @@ impl System for RateLimitSystem {
         let node_id = ctx.identity.as_ref().map_or(0, |i| i.node_id);
         let svc = Arc::new(service::RateLimitService::new(consensus, rules, ctx.clock.clone(), transport, node_id));
         ctx.spawn("sweeper", svc.clone().sweeper(ctx.shutdown.clone()));
+        ctx.serve_to_peers(api::peer_routes(svc.clone()));
         Ok(api::routes(svc))
     }
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rules::{Command, FailMode, RulesSm, Scope, Spec, Stored};
 
-pub const LEASE_PATH: &str = "/v1/ratelimit/_lease";
+pub const LEASE_PATH: &str = "/ratelimit/lease";
 const LEASE_NS: u64 = 1_000_000_000;
 const LEASE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -94,10 +94,10 @@ impl RateLimitService {
         Self { consensus, rules, clock, transport, node_id, limiters: Mutex::default(), allowances: Mutex::default() }
     }
 
-    /// The owner of (rule, key): one of the Raft members, by hash; with its HTTP address.
+    /// The owner of (rule, key): one of the Raft members, by hash; with its peer address.
     fn owner(&self, rule: &str, key: &str) -> Option<(u64, String)> {
         let mut members: Vec<(u64, String)> =
-            self.consensus.status().ok()?.members.into_iter().map(|m| (m.node_id, m.http_addr)).collect();
+            self.consensus.status().ok()?.members.into_iter().map(|m| (m.node_id, m.peer_addr)).collect();
         if members.is_empty() {
             return None;
         }
