@@ -94,6 +94,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An [`ApiError`] as data, for errors decided far from the request — in a replicated state
+/// machine's reply, or on another node — and turned back into an `ApiError` where it is answered.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorReply {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl From<ErrorReply> for ApiError {
+    fn from(e: ErrorReply) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+        ApiError { status, code: e.code, message: e.message, retry_after_s: None, field: e.field }
+    }
+}
+
 /// The code a bare status gets when the framework (not a handler) produced the error.
 pub fn code_for_status(status: StatusCode) -> &'static str {
     match status.as_u16() {

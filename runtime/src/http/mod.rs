@@ -21,7 +21,7 @@ use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, 
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorReply};
 
 use crate::config::HttpConfig;
 use crate::metrics::{HttpMetrics, MetricsHandle, RequestLabels, RouteLabels};

@@ -15,28 +15,15 @@ use crate::model::{Change, Command, ConfigError, GuardCommand, Model};
 
 pub const SYSTEM: &str = "config";
 
-/// An error as it travels in a Raft reply.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorReply {
-    pub status: u16,
-    pub code: String,
-    pub message: String,
-}
+pub use basalt_runtime::http::ErrorReply;
 
-impl From<&ConfigError> for ErrorReply {
-    fn from(e: &ConfigError) -> Self {
-        Self { status: e.http_status(), code: e.code().to_string(), message: e.to_string() }
-    }
-}
-
-impl From<ErrorReply> for ApiError {
-    fn from(e: ErrorReply) -> Self {
-        ApiError::new(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), e.code, e.message)
-    }
+/// A model error as it travels in a Raft reply.
+pub fn error_reply(e: &ConfigError) -> ErrorReply {
+    ErrorReply { status: e.http_status(), code: e.code().to_string(), message: e.to_string(), field: None }
 }
 
 pub fn api_err(e: ConfigError) -> ApiError {
-    ErrorReply::from(&e).into()
+    error_reply(&e).into()
 }
 
 /// A config entry in the log: a change, or a rollout decision. Untagged, so a log written
@@ -122,12 +109,13 @@ impl StateMachine for ConfigSm {
         let mut model = self.model.write().unwrap_or_else(|e| e.into_inner());
         self.last_index.store(index, std::sync::atomic::Ordering::Release);
         let reply = match serde_json::from_slice::<Envelope>(command) {
-            Ok(Envelope::Config(cmd)) => serde_json::to_vec(&model.apply(cmd).map_err(|e| ErrorReply::from(&e))),
-            Ok(Envelope::Guard(cmd)) => serde_json::to_vec(&model.guard(cmd).map_err(|e| ErrorReply::from(&e))),
+            Ok(Envelope::Config(cmd)) => serde_json::to_vec(&model.apply(cmd).map_err(|e| error_reply(&e))),
+            Ok(Envelope::Guard(cmd)) => serde_json::to_vec(&model.guard(cmd).map_err(|e| error_reply(&e))),
             Err(e) => serde_json::to_vec(&Err::<(), _>(ErrorReply {
                 status: 400,
                 code: "bad_command".into(),
                 message: e.to_string(),
+                field: None,
             })),
         };
         // A repair taken at this index replaces what this replica computed for it.
