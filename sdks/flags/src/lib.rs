@@ -426,3 +426,71 @@ async fn poll_once(shared: &Shared, http: &reqwest::Client, url: &str) -> Result
         s => Err(format!("polling answered {s}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basalt_flags_core::{Flag, FlagKind, Serve};
+
+    fn shared() -> Shared {
+        Shared {
+            opts: ClientOptions::new(["http://127.0.0.1:1"], "k"),
+            state: RwLock::new(None),
+            version: watch::channel(0).0,
+            last_error: RwLock::new(String::new()),
+            snapshots: AtomicU64::new(0),
+            deltas: AtomicU64::new(0),
+            polls_changed: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+        }
+    }
+
+    fn flag(on: bool) -> Flag {
+        Flag {
+            key: "f".into(),
+            variants: [("on".to_owned(), true.into()), ("off".to_owned(), false.into())].into(),
+            kind: FlagKind::Boolean,
+            enabled: on,
+            off_variant: "off".into(),
+            fallthrough: Serve::Variant("on".into()),
+            rules: vec![],
+            prerequisites: vec![],
+            salt: String::new(),
+            version: 0,
+        }
+    }
+
+    fn snapshot(version: u64, on: bool) -> String {
+        serde_json::to_string(&Snapshot { version, flags: vec![flag(on)], ..Snapshot::default() }).unwrap()
+    }
+
+    fn delta(version: u64, on: bool) -> String {
+        serde_json::to_string(&Delta { version, flags: vec![flag(on)], ..Delta::default() }).unwrap()
+    }
+
+    #[test]
+    fn the_flags_held_never_go_back_to_an_older_version() {
+        let s = shared();
+        s.on_snapshot(&snapshot(5, true)).unwrap();
+        assert!(s.on_snapshot(&snapshot(4, false)).is_err(), "a node behind the client is refused");
+        assert_eq!(s.current().unwrap().set.version, 5);
+        // A delta already held is ignored; the next one applies.
+        s.on_delta(&delta(5, false)).unwrap();
+        assert!(s.current().unwrap().set.flags["f"].enabled);
+        s.on_delta(&delta(6, false)).unwrap();
+        assert_eq!(s.current().unwrap().set.version, 6);
+        assert!(!s.current().unwrap().set.flags["f"].enabled);
+    }
+
+    #[test]
+    fn a_missed_delta_asks_for_a_snapshot_and_changes_nothing() {
+        let s = shared();
+        assert!(matches!(s.on_delta(&delta(1, true)), Err((true, _))), "a delta before any snapshot");
+        s.on_snapshot(&snapshot(3, true)).unwrap();
+        assert!(matches!(s.on_delta(&delta(5, false)), Err((true, _))), "version 4 was missed");
+        assert!(matches!(s.on_delta("{not json"), Err((false, _))));
+        assert_eq!(s.current().unwrap().set.version, 3);
+        assert!(s.current().unwrap().set.flags["f"].enabled);
+    }
+}
