@@ -317,7 +317,9 @@ async fn a_divergent_replica_is_found_and_repaired_by_itself() {
         v["replicas"].as_array().unwrap().iter().find(|r| r["node_id"] == id).unwrap()["state"].clone()
     };
 
-    // A follower goes wrong; the regions view says so while its repairs are held back.
+    // A follower goes wrong; the regions view says so while its repairs are held back. Every
+    // replica has applied every write first: a replica still behind shows as `lagging`.
+    assert_converged(&c, "d", &acked).await;
     let f = (1..=3).find(|id| *id != leader).unwrap();
     corrupt(c.url(f), 5_000).await;
     let (_, regions) = send(client().get(format!("{lurl}/v1/config/regions"))).await;
