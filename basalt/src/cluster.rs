@@ -137,6 +137,7 @@ pub fn run_dev(cmd: DevCommand) -> anyhow::Result<()> {
             let peer = format!("127.0.0.1:{}", a.base_port + 100 + id as u16);
             let resp = format!("127.0.0.1:{}", a.base_port + 200 + id as u16);
             let etcd = format!("127.0.0.1:{}", a.base_port + 300 + id as u16);
+            let rls = format!("127.0.0.1:{}", a.base_port + 400 + id as u16);
             let mut spec = NodeSpec::new(&exe, a.data_dir.join(format!("node-{id}")))
                 .arg("--node-id")
                 .arg(id.to_string())
@@ -147,14 +148,16 @@ pub fn run_dev(cmd: DevCommand) -> anyhow::Result<()> {
                 .arg("--resp-addr")
                 .arg(&resp)
                 .arg("--etcd-addr")
-                .arg(&etcd);
+                .arg(&etcd)
+                .arg("--rls-addr")
+                .arg(&rls);
             if id > 1 {
                 spec = spec.arg("--join").arg(format!("127.0.0.1:{}", a.base_port + 1));
             }
             spec.args.extend(a.args.iter().cloned());
             let node = NodeProcess::start(spec, Duration::from_secs(60)).await?;
             println!(
-                "node {id}: http://{http}  peer {peer}  redis {resp}  etcd {etcd}  data {}  log {}/node.log",
+                "node {id}: http://{http}  peer {peer}  redis {resp}  etcd {etcd}  rls {rls}  data {}  log {}/node.log",
                 node.data_dir().display(),
                 node.data_dir().display()
             );

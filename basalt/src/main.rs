@@ -95,6 +95,10 @@ struct ServeArgs {
     /// The etcd v3 gRPC listener of the coord system [default: 127.0.0.1:2389]; port 0 picks one.
     #[arg(long, value_name = "HOST:PORT")]
     etcd_addr: Option<String>,
+    /// Envoy's rate limit service (gRPC) of the ratelimit system [default: 127.0.0.1:8081];
+    /// port 0 picks one.
+    #[arg(long, value_name = "HOST:PORT")]
+    rls_addr: Option<String>,
     /// Join the cluster that the node at this HTTP address belongs to.
     #[arg(long, value_name = "HOST:PORT")]
     join: Option<String>,
@@ -241,6 +245,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ("join", args.join),
         ("systems.kv.resp_addr", args.resp_addr),
         ("systems.coord.etcd_addr", args.etcd_addr),
+        ("systems.ratelimit.grpc_addr", args.rls_addr),
         ("log_format", args.log_format),
         ("log_level", args.log_level),
     ];

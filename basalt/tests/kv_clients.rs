@@ -67,7 +67,7 @@ async fn redis_cli_speaks_to_it() {
     assert_eq!(c(&["SET", "k", "v", "EX", "0"]), "ERR invalid expire time in 'set' command");
     assert_eq!(c(&["SET", "k", "v", "BOGUS"]), "ERR syntax error");
     assert!(c(&["NOSUCH", "x"]).starts_with("ERR unknown command 'NOSUCH', with args beginning with: 'x'"));
-    // redis-cell's CL.THROTTLE: a burst of 15 + 1, then 30 per 60 s.
+    // redis-cell's CL.THROTTLE (served by the ratelimit system): a burst of 15 + 1, then 30 per 60 s.
     assert_eq!(c(&["CL.THROTTLE", "limit:ip", "15", "30", "60", "1"]), "0\n16\n15\n-1\n2");
     for _ in 0..15 {
         assert!(c(&["CL.THROTTLE", "limit:ip", "15", "30", "60", "1"]).starts_with("0\n16\n"));
@@ -78,7 +78,7 @@ async fn redis_cli_speaks_to_it() {
     assert!(refused[3] >= 1 && refused[3] <= 2, "retry after about 2 s: {refused:?}");
     assert!(c(&["CL.THROTTLE", "limit:ip", "15", "30", "0", "1"]).starts_with("ERR"), "a zero period is refused");
     assert_eq!(c(&["CL.THROTTLE", "limit:ip", "15", "x", "60"]), "ERR value is not an integer or out of range");
-    assert_eq!(c(&["DEL", "limit:ip"]), "1");
+    assert_eq!(c(&["DEL", "limit:ip"]), "0", "the limiter is the rate limiter's, not a key of the store");
     let mut keys: Vec<String> = c(&["KEYS", "*"]).lines().map(str::to_string).collect();
     keys.sort();
     assert_eq!(keys, ["board", "greeting", "n", "tmp", "user:1"]);

@@ -179,4 +179,125 @@ async fn cluster_scope_never_over_admits_and_fails_open_or_closed() {
     let (s, b, _) = check(&c.url(other2), "shared", "k2").await;
     assert_eq!((s, b["degraded"].as_str()), (200, Some("decided_locally")), "{b}");
     c.heal().await;
+
+    // CL.THROTTLE on every node's RESP port counts once for the cluster: a burst of 10 (and one
+    // more per hour) asked for 30 times across the three nodes admits exactly 10.
+    let mut admitted = 0;
+    for i in 0..30 {
+        let url = c.url(1 + i % 3);
+        let resp = send(client().get(format!("{url}/v1/kv"))).await.1["resp_addr"].as_str().unwrap().to_owned();
+        let mut r = basalt_runtime::redis::Redis::connect(&resp, std::time::Duration::from_secs(5)).await.unwrap();
+        match r.cmd(&[b"CL.THROTTLE", b"login:alice", b"9", b"1", b"3600"]).await.unwrap() {
+            basalt_resp::Frame::Array(v) if v.len() == 5 => {
+                assert_eq!(v[1], basalt_resp::Frame::Integer(10), "{v:?}");
+                if v[0] == basalt_resp::Frame::Integer(0) {
+                    admitted += 1;
+                }
+            }
+            other => panic!("not redis-cell's reply: {other:?}"),
+        }
+    }
+    assert_eq!(admitted, 10, "the cluster admits the burst once, not once per node");
+}
+
+/// Descriptor hierarchies over HTTP, Envoy's RLS through Envoy's own Python data-plane API, and
+/// the HTTP layer that puts a node's routes behind a rule.
+#[tokio::test]
+async fn descriptors_envoy_rls_and_the_http_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(
+        spec(dir.path())
+            .arg("--set")
+            .arg("http.rate_limit.rule=\"edge\"")
+            .arg("--set")
+            .arg("http.rate_limit.key=\"header:x-api-key\""),
+    )
+    .await;
+    let url = n.url();
+    let window = |limit: u64| json!({"algorithm": "fixed_window", "limit": limit, "period_ms": 60_000});
+    let get_root = |key: &'static str| client().get(format!("{url}/")).header("x-api-key", key).send();
+
+    // The layer: with its rule missing every route says why; with it, two per key.
+    let r = get_root("a").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("no rule `edge`"));
+    assert_eq!(put_rule(&url, "edge", json!({"limiter": window(2)})).await.0, 200);
+    for left in ["1", "0"] {
+        let r = get_root("a").await.unwrap();
+        assert_eq!((r.status().as_u16(), r.headers()["ratelimit-remaining"].to_str().unwrap()), (200, left));
+    }
+    let r = get_root("a").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "rate_limited");
+    assert_eq!(get_root("b").await.unwrap().status(), 200, "another key counts alone");
+    assert_eq!(send(client().get(format!("{url}/healthz"))).await.0, 200);
+
+    // A hierarchy: 5 per tenant, 2 per API key within it.
+    let d = |keys: &[&str]| json!({"keys": keys});
+    assert_eq!(put_rule(&url, "tenant", json!({"limiter": window(5), "descriptor": d(&["tenant"])})).await.0, 200);
+    let (s, b) = put_rule(&url, "key", json!({"limiter": window(2), "descriptor": d(&["tenant", "api_key"])})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = put_rule(&url, "dup", json!({"limiter": window(9), "descriptor": d(&["tenant"])})).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_rule")), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("already limited by rule `tenant`"), "{b}");
+    let desc = |api_key: &str| {
+        let body = json!({"descriptor": [["tenant", "acme"], ["api_key", api_key], ["route", "/orders"]]});
+        send(client().post(format!("{url}/v1/ratelimit/check")).json(&body))
+    };
+    for _ in 0..2 {
+        let (s, b) = desc("k1").await;
+        assert_eq!((s, b["levels"].as_array().unwrap().len()), (200, 2), "{b}");
+    }
+    let (s, b) = desc("k1").await;
+    assert_eq!((s, b["binding"].as_str()), (429, Some("key")), "the API key's own limit binds: {b}");
+    assert_eq!(b["levels"][0]["key"], "acme");
+    assert_eq!(b["levels"][1]["key"], "acme/k1");
+    assert_eq!(desc("k2").await.0, 200, "another API key of the tenant has its own 2");
+    // k1's refused third request passed the tenant's level and counts there (as in Envoy's
+    // service): k1 3 + k2 1 + k3 1 spend the tenant's 5.
+    let (s, b) = desc("k3").await;
+    assert_eq!((s, b["levels"][0]["remaining"].as_u64()), (200, Some(0)), "{b}");
+    let (s, b) = desc("k4").await;
+    assert_eq!((s, b["binding"].as_str()), (429, Some("tenant")), "{b}");
+    for bad in [
+        json!({"descriptor": []}),
+        json!({"rule": "tenant"}),
+        json!({"rule": "tenant", "key": "x", "descriptor": [["a", "b"]]}),
+    ] {
+        let (s, b) = send(client().post(format!("{url}/v1/ratelimit/check")).json(&bad)).await;
+        assert_eq!(s, 400, "{bad} → {b}");
+    }
+
+    // Envoy's RLS: one remote address per minute in domain `envoy`.
+    let rls = send(client().get(format!("{url}/v1/ratelimit"))).await.1["grpc_addr"].as_str().unwrap().to_owned();
+    let rule = json!({"limiter": window(1), "descriptor": {"domain": "envoy", "keys": ["remote_address"]}});
+    assert_eq!(put_rule(&url, "per_ip", rule).await.0, 200);
+    let script = r#"
+import sys, grpc
+from envoy_data_plane.envoy.service.ratelimit.v3 import RateLimitRequest, RateLimitServiceSyncStub
+from envoy_data_plane.envoy.extensions.common.ratelimit.v3 import RateLimitDescriptor, RateLimitDescriptorEntry
+stub = RateLimitServiceSyncStub(grpc.insecure_channel(sys.argv[1]))
+def ask(key, value, domain="envoy"):
+    d = RateLimitDescriptor(entries=[RateLimitDescriptorEntry(key=key, value=value)])
+    return stub.should_rate_limit(RateLimitRequest(domain=domain, descriptors=[d], hits_addend=1))
+for _ in range(2):
+    r = ask("remote_address", "10.0.0.1")
+    s = r.statuses[0]
+    print(r.overall_code.name, s.code.name, s.current_limit.requests_per_unit, s.current_limit.unit.name, s.limit_remaining)
+print(ask("remote_address", "10.0.0.2").overall_code.name)
+print(ask("path", "/x").overall_code.name, ask("remote_address", "10.0.0.1", "other").overall_code.name)
+try:
+    stub.should_rate_limit(RateLimitRequest(domain="envoy", descriptors=[]))
+except grpc.RpcError as e:
+    print(e.code().name)
+"#;
+    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&rls).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["OK OK 1 MINUTE 0", "OVER_LIMIT OVER_LIMIT 1 MINUTE 0", "OK", "OK OK", "INVALID_ARGUMENT"],
+        "{stdout}"
+    );
 }

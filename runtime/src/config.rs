@@ -93,11 +93,18 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// At most this many requests are served at once; the rest wait in the accept queue.
     pub concurrency_max: usize,
+    /// Every public route behind a ratelimit rule (see `http::rate_limit`).
+    pub rate_limit: crate::http::rate_limit::RateLimitConfig,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit_bytes: 1 << 20, request_timeout_ms: 30_000, concurrency_max: 4096 }
+        Self {
+            body_limit_bytes: 1 << 20,
+            request_timeout_ms: 30_000,
+            concurrency_max: 4096,
+            rate_limit: Default::default(),
+        }
     }
 }
 
@@ -187,6 +194,9 @@ impl NodeConfig {
         }
         if self.node_id == 0 {
             bail!("node_id must be at least 1");
+        }
+        if let Err(e) = self.http.rate_limit.key_by() {
+            bail!(e);
         }
         if self.http.concurrency_max == 0 {
             bail!("http.concurrency_max must be at least 1");

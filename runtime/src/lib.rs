@@ -9,6 +9,7 @@
 //! - [`system`]: the seam a system plugs in through.
 //! - [`engine`]: the seam an engine (consensus, ring, log) plugs in through.
 //! - [`transport`]: node-to-node RPC with a fault hook.
+//! - [`services`]: what systems offer each other at run time (RESP commands, the request limiter).
 //! - [`node`]: start, serve, shut down.
 //! - [`bench`]: the benchmark harness behind `basalt bench`.
 //! - [`process`]: start and stop real node processes (tests, benches, fault harness).
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod node;
 pub mod process;
 pub mod redis;
+pub mod services;
 pub mod storage;
 pub mod system;
 pub mod transport;

@@ -123,6 +123,7 @@ pub async fn run(
         engine.prepare(&mut ctx, table).with_context(|| format!("preparing engine `{name}`"))?;
     }
 
+    let services = crate::services::Services::default();
     let mut systems = Vec::new();
     let mut root_routes = Vec::new();
     let mut system_peer_routes = Vec::new();
@@ -138,6 +139,7 @@ pub async fn run(
         ctx.identity = Some(identity.clone());
         ctx.transport = Some(transport.clone());
         ctx.fault_injection = config.fault_injection;
+        ctx.services = services.clone();
         let routes = plug
             .start(&mut ctx, config.system_table(plug.name))
             .with_context(|| format!("starting system `{}`", plug.name))?;
@@ -168,6 +170,7 @@ pub async fn run(
         http_metrics,
         ready: ready.clone(),
         limits: config.http.clone(),
+        services,
     });
     write_node_info(&config.data_dir, &identity)?;
     tracing::info!(
@@ -181,7 +184,11 @@ pub async fn run(
     let drain = CancellationToken::new();
     let server = tokio::spawn({
         let drain = drain.clone();
-        async move { axum::serve(listener, app).with_graceful_shutdown(drain.cancelled_owned()).await }
+        async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(drain.cancelled_owned())
+                .await
+        }
     });
     let peer_stop = CancellationToken::new();
     let peer_app = peer_routes

@@ -68,6 +68,9 @@ impl NodeProcess {
         if !spec.args.iter().any(|a| a == "--etcd-addr" || a.starts_with("systems.coord.etcd_addr")) {
             cmd.args(["--etcd-addr", "127.0.0.1:0"]);
         }
+        if !spec.args.iter().any(|a| a == "--rls-addr" || a.starts_with("systems.ratelimit.grpc_addr")) {
+            cmd.args(["--rls-addr", "127.0.0.1:0"]);
+        }
         cmd.args(&spec.args)
             .envs(spec.env.iter().cloned())
             .env("NO_COLOR", "1")

@@ -25,16 +25,26 @@ impl Redis {
     /// Send one command and read its reply. An error means the outcome is unknown (or, for a
     /// refused connection, that nothing was sent).
     pub async fn cmd(&mut self, args: &[&[u8]]) -> std::io::Result<Frame> {
+        let mut replies = self.pipeline(&[args]).await?;
+        replies.pop().ok_or_else(|| std::io::Error::other("no reply"))
+    }
+
+    /// Send several commands in one write and read their replies, in order.
+    pub async fn pipeline(&mut self, commands: &[&[&[u8]]]) -> std::io::Result<Vec<Frame>> {
         let mut out = BytesMut::new();
-        encode_request(args, &mut out);
+        for args in commands {
+            encode_request(args, &mut out);
+        }
         let deadline = tokio::time::Instant::now() + self.timeout;
         tokio::time::timeout_at(deadline, self.sock.write_all(&out))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timeout"))??;
-        loop {
+        let mut replies = Vec::with_capacity(commands.len());
+        while replies.len() < commands.len() {
             if let Some((f, used)) = parse_reply(&self.buf).map_err(std::io::Error::other)? {
                 let _ = self.buf.split_to(used);
-                return Ok(f);
+                replies.push(f);
+                continue;
             }
             let n = tokio::time::timeout_at(deadline, self.sock.read_buf(&mut self.buf))
                 .await
@@ -43,5 +53,6 @@ impl Redis {
                 return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
             }
         }
+        Ok(replies)
     }
 }

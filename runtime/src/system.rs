@@ -61,6 +61,8 @@ pub struct SystemContext<'a> {
     /// The node runs with `fault_injection = true`: a system may expose its own fault hooks
     /// (for tests and the chaos harness), never otherwise.
     pub fault_injection: bool,
+    /// What systems offer each other at run time (the node's one set).
+    pub services: crate::services::Services,
     metrics: &'a mut Registry,
     tasks: &'a mut Tasks,
     extensions: &'a Extensions,
@@ -86,6 +88,7 @@ impl<'a> SystemContext<'a> {
             identity: None,
             transport: None,
             fault_injection: false,
+            services: Default::default(),
             metrics,
             tasks,
             extensions,

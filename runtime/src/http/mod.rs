@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod rate_limit;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +38,8 @@ pub struct HostParts {
     /// False until every system has started, and again once shutdown begins.
     pub ready: Arc<AtomicBool>,
     pub limits: HttpConfig,
+    /// What systems offer (the request limiter behind `[http.rate_limit]`).
+    pub services: crate::services::Services,
 }
 
 pub fn host_router(parts: HostParts) -> Router {
@@ -60,25 +63,30 @@ pub fn host_router(parts: HostParts) -> Router {
         app = app.merge(routes);
     }
     let limits = parts.limits;
-    app.fallback(|req: Request| async move {
+    let app = app.fallback(|req: Request| async move {
         ApiError::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
-    })
-    .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
-    .layer(RequestBodyLimitLayer::new(limits.body_limit_bytes))
-    .layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        Duration::from_millis(limits.request_timeout_ms),
-    ))
-    .layer(CatchPanicLayer::new())
-    .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.concurrency_max))
-    .layer(middleware::from_fn(normalize_errors))
-    .layer(middleware::from_fn_with_state(parts.http_metrics, record_metrics))
-    .layer(PropagateRequestIdLayer::x_request_id())
-    .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-        let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-    }))
-    .layer(SetRequestIdLayer::x_request_id(Counter::default()))
+    });
+    // A bad `key` is refused by the config check before the node starts.
+    let app = match rate_limit::Limiting::new(&limits.rate_limit, parts.services) {
+        Ok(Some(l)) => app.layer(middleware::from_fn_with_state(l, rate_limit::limit)),
+        _ => app,
+    };
+    app.layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        .layer(RequestBodyLimitLayer::new(limits.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(limits.request_timeout_ms),
+        ))
+        .layer(CatchPanicLayer::new())
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.concurrency_max))
+        .layer(middleware::from_fn(normalize_errors))
+        .layer(middleware::from_fn_with_state(parts.http_metrics, record_metrics))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(Counter::default()))
 }
 
 async fn readyz(State(ready): State<Arc<AtomicBool>>) -> Response {
@@ -182,6 +190,7 @@ mod tests {
             http_metrics,
             ready: Arc::new(AtomicBool::new(ready)),
             limits: HttpConfig { body_limit_bytes: 64, ..Default::default() },
+            services: Default::default(),
         })
     }
 
@@ -223,6 +232,105 @@ mod tests {
             assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
             assert!(headers.contains_key("x-request-id"), "{what}");
         }
+    }
+
+    /// Admits two requests per key, then refuses.
+    struct TwoPerKey(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+    impl crate::services::RequestLimiter for TwoPerKey {
+        fn check<'a>(
+            &'a self,
+            rule: &'a str,
+            key: &'a str,
+            cost: u64,
+        ) -> crate::engine::BoxFuture<'a, Result<crate::services::Limit, ApiError>> {
+            Box::pin(async move {
+                if rule != "api" {
+                    return Err(ApiError::not_found(format!("no rule `{rule}`")));
+                }
+                let mut m = self.0.lock().unwrap();
+                let used = m.entry(key.to_string()).or_default();
+                let allowed = *used + cost <= 2;
+                if allowed {
+                    *used += cost;
+                }
+                Ok(crate::services::Limit {
+                    allowed,
+                    limit: 2,
+                    remaining: 2 - *used,
+                    reset_after_ms: 1500,
+                    retry_after_ms: (!allowed).then_some(1500),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_layer_refuses_past_the_rule_and_spares_health_and_its_own_routes() {
+        let services = crate::services::Services::default();
+        let limited = |rule: &str, key: &str| {
+            let limits = HttpConfig {
+                rate_limit: rate_limit::RateLimitConfig { rule: rule.into(), key: key.into(), exempt: vec![] },
+                ..Default::default()
+            };
+            let mut registry = prometheus_client::registry::Registry::default();
+            let http_metrics = HttpMetrics::register(&mut registry);
+            let sys = Router::new().route(
+                "/echo",
+                post(|extract::Json(v): extract::Json<serde_json::Value>| async move { axum::Json(v) }),
+            );
+            host_router(HostParts {
+                systems: vec![("t", sys), ("ratelimit", Router::new().route("/rules", get(|| async { "rules" })))],
+                extra: vec![],
+                metrics: MetricsHandle::new(registry),
+                http_metrics,
+                ready: Arc::new(AtomicBool::new(true)),
+                limits,
+                services: services.clone(),
+            })
+        };
+        let with_key = |key: &str| {
+            let mut r = req("POST", "/v1/t/echo", "{}");
+            r.headers_mut().insert("x-api-key", HeaderValue::from_str(key).unwrap());
+            r
+        };
+        // No limiter offered yet: a clear 503, not a silent pass.
+        let (s, body, _) = call(limited("api", "header:x-api-key"), with_key("a")).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("rate_limiter_unavailable"))
+        );
+        services.offer_limiter(Arc::new(TwoPerKey(Default::default())));
+        let app = limited("api", "header:x-api-key");
+        for left in [1, 0] {
+            let (s, _, h) = call(app.clone(), with_key("a")).await;
+            assert_eq!(s, StatusCode::OK);
+            assert_eq!(h["ratelimit-remaining"], left.to_string().as_str());
+            assert_eq!(h["ratelimit-limit"], "2");
+        }
+        let (s, body, h) = call(app.clone(), with_key("a")).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")),
+            "{body}"
+        );
+        assert_eq!(
+            (&h["retry-after"], &h["ratelimit-reset"]),
+            (&HeaderValue::from_static("2"), &HeaderValue::from_static("2"))
+        );
+        // Another key has its own count; health, metrics and the limiter's own routes are never limited.
+        assert_eq!(call(app.clone(), with_key("b")).await.0, StatusCode::OK);
+        for _ in 0..3 {
+            assert_eq!(call(app.clone(), req("GET", "/healthz", "")).await.0, StatusCode::OK);
+            assert_eq!(call(app.clone(), req("GET", "/v1/ratelimit/rules", "")).await.0, StatusCode::OK);
+        }
+        // A rule the limiter does not know: the route is there, its limiter is not.
+        let (s, body, _) = call(limited("nope", "client_ip"), with_key("a")).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body["error"]["message"].as_str().unwrap().contains("no rule `nope`"), "{body}");
+        // A bad key setting is refused by name.
+        let bad = rate_limit::RateLimitConfig { rule: "api".into(), key: "cookie".into(), exempt: vec![] };
+        assert!(bad.key_by().unwrap_err().contains("http.rate_limit.key"));
     }
 
     #[tokio::test]

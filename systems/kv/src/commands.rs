@@ -20,6 +20,8 @@ pub struct Conn {
     pub name: Option<Bytes>,
     pub id: u64,
     pub quit: bool,
+    /// Commands other systems serve on this port (the rate limiter's `CL.THROTTLE`).
+    pub services: basalt_runtime::services::Services,
 }
 
 fn syntax() -> Frame {
@@ -351,8 +353,12 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
             })
             .await
         }
-        // ---- rate limiting (redis-cell's command; the limiter's state is the key's value)
+        // ---- rate limiting: the ratelimit system's in-memory limiters when it runs on this
+        // node; otherwise redis-cell's way, the limiter's state as the key's value.
         "CL.THROTTLE" => {
+            if let Some(h) = conn.services.resp_command("CL.THROTTLE") {
+                return h(a.to_vec()).await;
+            }
             need!(n == 4 || n == 5);
             let nums: Vec<Option<i64>> = a[1..].iter().map(|x| int_arg(x)).collect();
             if nums.iter().any(|x| x.is_none_or(|v| v < 0)) {

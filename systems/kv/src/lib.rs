@@ -86,7 +86,7 @@ impl System for KvSystem {
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let limits =
             basalt_resp::Limits { max_bulk_len: config.max_bulk_len, max_args: config.max_args, ..Default::default() };
-        ctx.spawn("resp", resp::serve(listener, svc.clone(), limits, ctx.shutdown.clone()));
+        ctx.spawn("resp", resp::serve(listener, svc.clone(), limits, ctx.services.clone(), ctx.shutdown.clone()));
         tracing::info!(%resp_addr, "kv: serving the Redis protocol");
         let status = axum::routing::get(move || {
             let resp_addr = resp_addr.clone();

@@ -19,6 +19,7 @@ pub async fn serve(
     listener: TcpListener,
     svc: Arc<KvService>,
     limits: Limits,
+    services: basalt_runtime::services::Services,
     stop: basalt_runtime::node::CancellationToken,
 ) {
     loop {
@@ -28,11 +29,11 @@ pub async fn serve(
         };
         match accepted {
             Ok((sock, _)) => {
-                let (svc, limits, stop) = (svc.clone(), limits, stop.clone());
+                let (svc, limits, stop, services) = (svc.clone(), limits, stop.clone(), services.clone());
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        r = connection(sock, svc, limits) => {
+                        r = connection(sock, svc, limits, services) => {
                             if let Err(e) = r {
                                 tracing::debug!(error = %e, "kv: connection ended");
                             }
@@ -48,9 +49,14 @@ pub async fn serve(
     }
 }
 
-async fn connection(mut sock: TcpStream, svc: Arc<KvService>, limits: Limits) -> std::io::Result<()> {
+async fn connection(
+    mut sock: TcpStream,
+    svc: Arc<KvService>,
+    limits: Limits,
+    services: basalt_runtime::services::Services,
+) -> std::io::Result<()> {
     sock.set_nodelay(true)?;
-    let mut conn = Conn { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), ..Conn::default() };
+    let mut conn = Conn { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), services, ..Conn::default() };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     loop {

@@ -4,7 +4,9 @@
 //!   "refill": 10, "period_ms": 1000}, "shadow": false, "overrides": {"vip": {…}}}`
 //! - `GET    /v1/ratelimit/rules` · `GET|DELETE /v1/ratelimit/rules/{name}`
 //! - `POST   /v1/ratelimit/check`    `{"rule", "key", "cost": 1}` → 200 allowed / 429 limited, with
-//!   `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `Retry-After`
+//!   `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `Retry-After`;
+//!   or `{"domain": "", "descriptor": [["tenant", "acme"], ["api_key", "k1"]], "cost": 1}`: every
+//!   level of the hierarchy a rule limits, answered with `levels` and the binding level's headers
 //! - `POST   /v1/ratelimit/release`  `{"rule", "key", "cost": 1}` (concurrency rules)
 //! - `POST   /ratelimit/lease` on the peer listener (postcard): an allowance from a key's owner
 
@@ -12,16 +14,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use basalt_runtime::ApiError;
 use basalt_runtime::http::extract::{Json, Path};
+use basalt_runtime::http::rate_limit;
 use basalt_runtime::transport::Wire;
 use serde::Deserialize;
 
 use crate::rules::{Command, Rule};
-use crate::service::{Answer, RateLimitService};
+use crate::service::{Answer, RateLimitService, binding};
 
 type Svc = State<Arc<RateLimitService>>;
 
@@ -72,10 +75,26 @@ async fn delete_rule(State(s): Svc, Path(name): Path<String>) -> Result<Response
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CheckBody {
-    rule: String,
-    key: String,
+    rule: Option<String>,
+    key: Option<String>,
+    #[serde(default)]
+    domain: String,
+    descriptor: Option<Vec<(String, String)>>,
     #[serde(default = "one")]
     cost: u64,
+}
+
+impl CheckBody {
+    /// `(rule, key)`, or what is missing.
+    fn rule_key(&self) -> Result<(&str, &str), ApiError> {
+        match (&self.rule, &self.key) {
+            (Some(r), Some(k)) => Ok((r, k)),
+            _ => Err(ApiError::bad_request(
+                "invalid_request",
+                "give `rule` and `key`, or a `descriptor` ([[\"key\", \"value\"], …])",
+            )),
+        }
+    }
 }
 
 fn one() -> u64 {
@@ -84,27 +103,36 @@ fn one() -> u64 {
 
 fn respond(a: Answer) -> Response {
     let status = if a.allowed { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS };
-    let mut headers = vec![
-        ("ratelimit-limit", a.limit.to_string()),
-        ("ratelimit-remaining", a.remaining.to_string()),
-        ("ratelimit-reset", a.reset_after_ms.div_ceil(1000).to_string()),
-    ];
-    if let Some(r) = a.retry_after_ms {
-        headers.push(("retry-after", r.div_ceil(1000).max(1).to_string()));
-    }
+    let headers = rate_limit::headers(&a.limit());
     let mut resp = (status, axum::Json(a)).into_response();
-    for (k, v) in headers {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            resp.headers_mut().insert(HeaderName::from_static(k), v);
-        }
-    }
+    resp.headers_mut().extend(headers);
     resp
 }
 
 async fn check(State(s): Svc, Json(b): Json<CheckBody>) -> Result<Response, ApiError> {
-    Ok(respond(s.check(&b.rule, &b.key, b.cost).await?))
+    let Some(entries) = &b.descriptor else {
+        let (rule, key) = b.rule_key()?;
+        return Ok(respond(s.check(rule, key, b.cost).await?));
+    };
+    if b.rule.is_some() || b.key.is_some() {
+        return Err(ApiError::bad_request("invalid_request", "give `rule` and `key`, or a `descriptor`, not both"));
+    }
+    let levels = s.check_descriptor(&b.domain, entries, b.cost, true).await?;
+    let bound = binding(&levels);
+    let allowed = bound.is_none_or(|l| l.answer.allowed);
+    let status = if allowed { StatusCode::OK } else { StatusCode::TOO_MANY_REQUESTS };
+    let headers = bound.map(|l| rate_limit::headers(&l.answer.limit())).unwrap_or_default();
+    let mut body = serde_json::json!({ "allowed": allowed, "levels": levels });
+    if let Some(l) = bound {
+        body["binding"] = serde_json::json!(l.rule);
+        body["retry_after_ms"] = serde_json::json!(l.answer.retry_after_ms);
+    }
+    let mut resp = (status, axum::Json(body)).into_response();
+    resp.headers_mut().extend(headers);
+    Ok(resp)
 }
 
 async fn release(State(s): Svc, Json(b): Json<CheckBody>) -> Result<Response, ApiError> {
-    Ok(respond(s.release(&b.rule, &b.key, b.cost)?))
+    let (rule, key) = b.rule_key()?;
+    Ok(respond(s.release(rule, key, b.cost)?))
 }

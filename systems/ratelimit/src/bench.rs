@@ -1,7 +1,8 @@
 //! `basalt bench ratelimit`: decisions per second and latency — in process (the algorithm
 //! alone), over HTTP (`/v1/ratelimit/check` on one node), and over RESP: Basalt's
 //! `CL.THROTTLE` against redis-server running the usual sliding-window Lua limiter (ZSET per
-//! key, EVALSHA), driven by the same client, keys and concurrency in the same run.
+//! key, EVALSHA), driven by the same client, keys and concurrency in the same run — one command
+//! per round trip, then pipelines of 16.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,59 +122,89 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     let baddr = format!("127.0.0.1:{resp_port}");
     wait_ping(&baddr).await?;
 
-    let conns = connections(&baddr).await?;
+    for depth in [1usize, 16] {
+        let (basalt, peer) = resp_pair(opts, &baddr, &raddr, &sha, depth).await?;
+        let what = if depth == 1 { String::new() } else { format!(", pipelines of {depth} (latency per pipeline)") };
+        let mut r = result(&format!("RESP CL.THROTTLE, 1 node ({CONNS} connections{what})"), &basalt);
+        r = r.with_peer(
+            &format!("redis-server 7.0 + Lua sliding window (p99 {:.0} µs)", peer.percentile_us(99.0)),
+            peer.ops_per_sec(),
+        );
+        results.push(r);
+    }
+    Ok(Report { system: "ratelimit".into(), results })
+}
+
+/// The same load on both servers: `CONNS` connections, `KEYS` keys, `depth` commands per
+/// round trip — Basalt's `CL.THROTTLE`, then redis-server's Lua sliding window.
+async fn resp_pair(
+    opts: &BenchOpts,
+    baddr: &str,
+    raddr: &str,
+    sha: &str,
+    depth: usize,
+) -> anyhow::Result<(basalt_runtime::bench::Measured, basalt_runtime::bench::Measured)> {
+    let conns = connections(baddr).await?;
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let basalt = measure_async(opts, "CL.THROTTLE", CONNS, {
         let (conns, counter) = (conns.clone(), counter.clone());
         move |i| {
             let (conns, counter) = (conns.clone(), counter.clone());
             async move {
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % KEYS;
-                let key = format!("rl:{n}");
+                let keys: Vec<String> = (0..depth)
+                    .map(|_| format!("rl:{}", counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % KEYS))
+                    .collect();
+                let cmds: Vec<[&[u8]; 6]> =
+                    keys.iter().map(|k| [b"CL.THROTTLE" as &[u8], k.as_bytes(), b"100", b"1000", b"1", b"1"]).collect();
+                let refs: Vec<&[&[u8]]> = cmds.iter().map(|c| &c[..]).collect();
                 let mut c = conns[i].lock().await;
-                match c.cmd(&[b"CL.THROTTLE", key.as_bytes(), b"100", b"1000", b"1", b"1"]).await? {
-                    Frame::Array(_) => Ok(1),
-                    other => anyhow::bail!("CL.THROTTLE answered {other:?}"),
+                for reply in c.pipeline(&refs).await? {
+                    anyhow::ensure!(matches!(reply, Frame::Array(_)), "CL.THROTTLE answered {reply:?}");
                 }
+                Ok(depth as u64)
             }
         }
     })
     .await;
-    let conns = connections(&raddr).await?;
+    let conns = connections(raddr).await?;
+    let sha = sha.to_string();
     let peer = measure_async(opts, "Lua sliding window", CONNS, {
-        let (conns, counter, sha) = (conns.clone(), counter.clone(), sha.clone());
+        let (conns, counter) = (conns.clone(), counter.clone());
         let t0 = std::time::Instant::now();
         move |i| {
             let (conns, counter, sha) = (conns.clone(), counter.clone(), sha.clone());
             async move {
-                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let key = format!("rl:{}", n % KEYS);
                 let now = t0.elapsed().as_millis().to_string();
-                let member = n.to_string();
+                let ns: Vec<(String, String)> = (0..depth)
+                    .map(|_| {
+                        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        (format!("rl:{}", n % KEYS), n.to_string())
+                    })
+                    .collect();
+                let cmds: Vec<[&[u8]; 8]> = ns
+                    .iter()
+                    .map(|(key, member)| {
+                        [
+                            b"EVALSHA" as &[u8],
+                            sha.as_bytes(),
+                            b"1",
+                            key.as_bytes(),
+                            now.as_bytes(),
+                            b"1000",
+                            b"1101",
+                            member.as_bytes(),
+                        ]
+                    })
+                    .collect();
+                let refs: Vec<&[&[u8]]> = cmds.iter().map(|c| &c[..]).collect();
                 let mut c = conns[i].lock().await;
-                let args: [&[u8]; 8] = [
-                    b"EVALSHA",
-                    sha.as_bytes(),
-                    b"1",
-                    key.as_bytes(),
-                    now.as_bytes(),
-                    b"1000",
-                    b"1101",
-                    member.as_bytes(),
-                ];
-                match c.cmd(&args).await? {
-                    Frame::Integer(_) => Ok(1),
-                    other => anyhow::bail!("EVALSHA answered {other:?}"),
+                for reply in c.pipeline(&refs).await? {
+                    anyhow::ensure!(matches!(reply, Frame::Integer(_)), "EVALSHA answered {reply:?}");
                 }
+                Ok(depth as u64)
             }
         }
     })
     .await;
-    let mut r = result(&format!("RESP CL.THROTTLE, 1 node ({CONNS} connections)"), &basalt);
-    r = r.with_peer(
-        &format!("redis-server 7.0 + Lua sliding window (p99 {:.0} µs)", peer.percentile_us(99.0)),
-        peer.ops_per_sec(),
-    );
-    results.push(r);
-    Ok(Report { system: "ratelimit".into(), results })
+    Ok((basalt, peer))
 }

@@ -6,21 +6,34 @@
 
 mod api;
 mod bench;
+mod resp;
+pub mod rls;
 pub mod rules;
 mod service;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use basalt_consensus::Consensus;
 use basalt_runtime::bench::BenchOpts;
 use basalt_runtime::system::BenchFuture;
 use basalt_runtime::{System, SystemContext};
 use serde::{Deserialize, Serialize};
 
-/// `[systems.ratelimit]` (nothing to set yet).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[systems.ratelimit]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RateLimitSettings {}
+pub struct RateLimitSettings {
+    /// Envoy's rate limit service (gRPC `ShouldRateLimit`); port 0 picks one (published in
+    /// `GET /v1/ratelimit`).
+    pub grpc_addr: String,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self { grpc_addr: "127.0.0.1:8081".into() }
+    }
+}
 
 #[derive(Debug)]
 pub struct RateLimitSystem;
@@ -29,7 +42,15 @@ impl System for RateLimitSystem {
     const NAME: &'static str = "ratelimit";
     type Config = RateLimitSettings;
 
-    fn start(ctx: &mut SystemContext<'_>, _config: RateLimitSettings) -> anyhow::Result<axum::Router> {
+    fn check(config: &RateLimitSettings) -> anyhow::Result<()> {
+        config
+            .grpc_addr
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| anyhow::anyhow!("systems.ratelimit.grpc_addr must be IP:PORT, not `{}`", config.grpc_addr))?;
+        Ok(())
+    }
+
+    fn start(ctx: &mut SystemContext<'_>, config: RateLimitSettings) -> anyhow::Result<axum::Router> {
         let Some(consensus) = ctx.engine::<Consensus>() else {
             // An edge replica or a ring-only node: the rules live on the consensus engine, so
             // every request here says where to go instead.
@@ -50,8 +71,21 @@ impl System for RateLimitSystem {
         let node_id = ctx.identity.as_ref().map_or(0, |i| i.node_id);
         let svc = Arc::new(service::RateLimitService::new(consensus, rules, ctx.clock.clone(), transport, node_id));
         ctx.spawn("sweeper", svc.clone().sweeper(ctx.shutdown.clone()));
+        ctx.services.offer_limiter(svc.clone());
+        ctx.services.offer_resp_command("CL.THROTTLE", resp::cl_throttle(svc.clone()));
         ctx.serve_to_peers(api::peer_routes(svc.clone()));
-        Ok(api::routes(svc))
+        let std_listener = std::net::TcpListener::bind(&config.grpc_addr)
+            .with_context(|| format!("binding the RLS gRPC listener on {}", config.grpc_addr))?;
+        std_listener.set_nonblocking(true)?;
+        let grpc_addr = std_listener.local_addr()?.to_string();
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        ctx.spawn("rls", rls::serve(listener, svc.clone(), ctx.shutdown.clone()));
+        tracing::info!(%grpc_addr, "ratelimit: serving Envoy's rate limit service (gRPC)");
+        let status = axum::routing::get(move || {
+            let grpc_addr = grpc_addr.clone();
+            async move { axum::Json(serde_json::json!({ "grpc_addr": grpc_addr })) }
+        });
+        Ok(axum::Router::new().route("/", status).merge(api::routes(svc)))
     }
 
     fn bench(opts: &BenchOpts) -> Option<BenchFuture> {

@@ -140,6 +140,36 @@ pub enum FailMode {
     Closed,
 }
 
+/// The descriptors a rule limits (Envoy's rate-limit descriptors): requests in `domain`
+/// carrying entries with exactly these keys, in this order (`["tenant", "api_key"]`). The
+/// limiter's key is the entries' values ([`descriptor_key`]); `overrides` name such keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptorMatch {
+    #[serde(default)]
+    pub domain: String,
+    pub keys: Vec<String>,
+}
+
+/// The limiter key of a descriptor's values: joined by `/`, with `%` and `/` in a value
+/// escaped (`%25`, `%2F`) so that two different descriptors never share a key.
+pub fn descriptor_key<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut k = String::new();
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            k.push('/');
+        }
+        for c in v.chars() {
+            match c {
+                '%' => k.push_str("%25"),
+                '/' => k.push_str("%2F"),
+                c => k.push(c),
+            }
+        }
+    }
+    k
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
@@ -154,6 +184,10 @@ pub struct Rule {
     /// Keys with their own limiter.
     #[serde(default)]
     pub overrides: BTreeMap<String, Spec>,
+    /// The descriptors this rule limits, if any (checked with `descriptor` requests and
+    /// Envoy's `ShouldRateLimit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptor: Option<DescriptorMatch>,
 }
 
 impl Rule {
@@ -161,6 +195,17 @@ impl Rule {
         self.limiter.build().map_err(|e| format!("limiter: {e}"))?;
         for (k, s) in &self.overrides {
             s.build().map_err(|e| format!("overrides.{k}: {e}"))?;
+        }
+        if let Some(d) = &self.descriptor {
+            if d.keys.is_empty() || d.keys.len() > 16 {
+                return Err("descriptor.keys: 1 to 16 entry keys".into());
+            }
+            if let Some(k) = d.keys.iter().find(|k| k.is_empty() || k.len() > 128) {
+                return Err(format!("descriptor.keys: `{k}` is not an entry key (1-128 bytes)"));
+            }
+            if d.domain.len() > 128 {
+                return Err("descriptor.domain: at most 128 bytes".into());
+            }
         }
         Ok(())
     }
@@ -200,6 +245,20 @@ impl RulesSm {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
+    /// The rule limiting descriptors with exactly these keys in `domain`.
+    pub fn by_descriptor<'a>(&self, domain: &str, keys: impl Iterator<Item = &'a str> + Clone) -> Option<Stored> {
+        let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
+        rules
+            .values()
+            .find(|r| {
+                r.rule
+                    .descriptor
+                    .as_ref()
+                    .is_some_and(|d| d.domain == domain && d.keys.iter().map(String::as_str).eq(keys.clone()))
+            })
+            .cloned()
+    }
+
     pub fn all(&self) -> Vec<Stored> {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
@@ -214,6 +273,10 @@ impl StateMachine for RulesSm {
                     Err(format!("`{name}` is not a rule name (1-128 of A-Z a-z 0-9 - _ . :)"))
                 } else if let Err(e) = rule.validate() {
                     Err(e)
+                } else if let Some(other) = rule.descriptor.as_ref().and_then(|d| {
+                    self.by_descriptor(&d.domain, d.keys.iter().map(String::as_str)).filter(|o| o.name != name)
+                }) {
+                    Err(format!("descriptor: these keys are already limited by rule `{}`", other.name))
                 } else {
                     let s = Stored { name: name.clone(), version: index, rule };
                     self.rules.write().unwrap_or_else(|e| e.into_inner()).insert(name, s.clone());
@@ -252,6 +315,7 @@ mod tests {
                 on_unreachable: FailMode::Open,
                 shadow: false,
                 overrides: BTreeMap::new(),
+                descriptor: None,
             },
         };
         let r: Result<Option<Stored>, String> =

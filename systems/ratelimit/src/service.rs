@@ -34,7 +34,17 @@ pub struct LeaseReq {
     pub rule: String,
     pub key: String,
     pub units: u64,
+    /// The limiter of a rule given with each request (`CL.THROTTLE`'s), which no stored rule
+    /// holds — as JSON: the wire format (postcard) has no internally tagged enums.
+    #[serde(default)]
+    pub spec_json: Option<String>,
 }
+
+/// The rule name `CL.THROTTLE`'s limiters count under (`@` is not allowed in stored names).
+pub const CL_THROTTLE: &str = "@cl.throttle";
+
+/// How long a node reuses the Raft members it hashed owners over.
+const MEMBERS_TTL: Duration = Duration::from_millis(250);
 
 /// Units leased from the owner, spendable here until `expires_ns`.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +57,9 @@ struct Allowance {
 
 pub const SYSTEM: &str = "ratelimit";
 
+/// The Raft members as `(node id, peer address)`, sorted.
+type Members = Arc<Vec<(u64, String)>>;
+
 pub struct RateLimitService {
     pub consensus: Arc<Consensus>,
     pub rules: Arc<RulesSm>,
@@ -56,6 +69,8 @@ pub struct RateLimitService {
     /// (rule, key) → (the rule version it was built from, the limiter).
     limiters: Mutex<HashMap<(String, String), (u64, AnyLimiter)>>,
     allowances: Mutex<HashMap<(String, String), Allowance>>,
+    /// The Raft members (sorted) and when they were read: owners are hashed over them.
+    members: Mutex<(Option<std::time::Instant>, Members)>,
 }
 
 /// A decision as the API answers it.
@@ -79,6 +94,44 @@ pub struct Answer {
     pub degraded: Option<&'static str>,
 }
 
+/// One level of a descriptor check: the rule that limits it, the limiter's key, its decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Level {
+    pub rule: String,
+    pub key: String,
+    #[serde(flatten)]
+    pub answer: Answer,
+}
+
+/// The level that binds: the first refusing one, else the one with the least remaining.
+pub fn binding(levels: &[Level]) -> Option<&Level> {
+    levels.iter().find(|l| !l.answer.allowed).or_else(|| levels.iter().min_by_key(|l| l.answer.remaining))
+}
+
+impl Answer {
+    pub fn limit(&self) -> basalt_runtime::services::Limit {
+        basalt_runtime::services::Limit {
+            allowed: self.allowed,
+            limit: self.limit,
+            remaining: self.remaining,
+            reset_after_ms: self.reset_after_ms,
+            retry_after_ms: self.retry_after_ms,
+        }
+    }
+}
+
+/// The node's request limiter (`[http.rate_limit]` puts every public route behind a rule).
+impl basalt_runtime::services::RequestLimiter for RateLimitService {
+    fn check<'a>(
+        &'a self,
+        rule: &'a str,
+        key: &'a str,
+        cost: u64,
+    ) -> basalt_runtime::engine::BoxFuture<'a, Result<basalt_runtime::services::Limit, ApiError>> {
+        Box::pin(async move { Ok(RateLimitService::check(self, rule, key, cost).await?.limit()) })
+    }
+}
+
 fn ms(ns: u64) -> u64 {
     ns.div_ceil(1_000_000)
 }
@@ -91,26 +144,86 @@ impl RateLimitService {
         transport: Transport,
         node_id: u64,
     ) -> Self {
-        Self { consensus, rules, clock, transport, node_id, limiters: Mutex::default(), allowances: Mutex::default() }
+        Self {
+            consensus,
+            rules,
+            clock,
+            transport,
+            node_id,
+            limiters: Mutex::default(),
+            allowances: Mutex::default(),
+            members: Mutex::new((None, Arc::default())),
+        }
+    }
+
+    /// The Raft members, sorted (read again at most every [`MEMBERS_TTL`]: a membership change
+    /// moves owners a moment later).
+    fn members(&self) -> Arc<Vec<(u64, String)>> {
+        let mut m = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if m.0.is_none_or(|t| t.elapsed() > MEMBERS_TTL) {
+            let mut v: Vec<(u64, String)> = self
+                .consensus
+                .status()
+                .map(|s| s.members.into_iter().map(|m| (m.node_id, m.peer_addr)).collect())
+                .unwrap_or_default();
+            v.sort();
+            *m = (Some(std::time::Instant::now()), Arc::new(v));
+        }
+        m.1.clone()
     }
 
     /// The owner of (rule, key): one of the Raft members, by hash; with its peer address.
     fn owner(&self, rule: &str, key: &str) -> Option<(u64, String)> {
-        let mut members: Vec<(u64, String)> =
-            self.consensus.status().ok()?.members.into_iter().map(|m| (m.node_id, m.peer_addr)).collect();
+        let members = self.members();
         if members.is_empty() {
             return None;
         }
-        members.sort();
-        let h = basalt_ring::hash::hash64(format!("{rule}\0{key}").as_bytes());
-        Some(members.swap_remove((h % members.len() as u64) as usize))
+        let mut id = Vec::with_capacity(rule.len() + 1 + key.len());
+        id.extend_from_slice(rule.as_bytes());
+        id.push(0);
+        id.extend_from_slice(key.as_bytes());
+        let h = basalt_ring::hash::hash64(&id);
+        members.get((h % members.len() as u64) as usize).cloned()
     }
 
     /// The owner side of a lease: the authoritative limiter decides `units`.
     pub fn lease(&self, req: &LeaseReq) -> Result<Decision, ApiError> {
-        let r = self.rule(&req.rule)?;
+        let r = match &req.spec_json {
+            Some(json) => {
+                let spec =
+                    serde_json::from_str(json).map_err(|e| ApiError::bad_request("invalid_rule", e.to_string()))?;
+                adhoc(&req.rule, spec)?
+            }
+            None => self.rule(&req.rule)?,
+        };
         let now = self.now_ns();
         self.with_limiter(&r, &req.key, |l| l.check(now, req.units))
+    }
+
+    /// redis-cell's `CL.THROTTLE key max_burst count period quantity`: a GCRA limiter given
+    /// with the request, counted like a cluster-scope rule (one owner per key, allowances
+    /// elsewhere). Answers redis-cell's five integers.
+    pub async fn throttle(
+        &self,
+        key: &str,
+        max_burst: u64,
+        count: u64,
+        period_s: u64,
+        quantity: u64,
+    ) -> Result<[i64; 5], String> {
+        basalt_ratelimit_core::GcraConfig::from_cl_throttle(max_burst, count, period_s)
+            .map_err(|e| format!("ERR {e}"))?;
+        let period_ms = period_s.checked_mul(1000).ok_or("ERR period is too large")?;
+        let r =
+            adhoc(CL_THROTTLE, Spec::Gcra { max_burst, count, period_ms }).map_err(|e| format!("ERR {}", e.message))?;
+        let a = self.decide(&r, key, quantity).await.map_err(|e| format!("ERR {}", e.message))?;
+        Ok(basalt_ratelimit_core::cl_throttle_reply(&Decision {
+            allowed: a.allowed,
+            limit: a.limit,
+            remaining: a.remaining,
+            reset_after_ns: a.reset_after_ms.saturating_mul(1_000_000),
+            retry_after_ns: a.retry_after_ms.map(|r| r.saturating_mul(1_000_000)),
+        }))
     }
 
     fn now_ns(&self) -> u64 {
@@ -134,14 +247,20 @@ impl RateLimitService {
     /// Decide (and count) `cost` for `key` under `rule`.
     pub async fn check(&self, rule: &str, key: &str, cost: u64) -> Result<Answer, ApiError> {
         let r = self.rule(rule)?;
+        self.decide(&r, key, cost).await
+    }
+
+    /// Decide (and count) `cost` for `key` under the rule `r`.
+    async fn decide(&self, r: &Stored, key: &str, cost: u64) -> Result<Answer, ApiError> {
+        let rule = r.name.as_str();
         let now = self.now_ns();
         let local = r.rule.scope == Scope::Node || matches!(r.rule.spec_for(key), Spec::Concurrency { .. });
         let owner = if local { None } else { self.owner(rule, key) };
         let owner_here = owner.as_ref().map(|(id, _)| *id);
         let Some((owner_id, owner_addr)) = owner.filter(|(id, _)| *id != self.node_id) else {
             // Node scope, or this node is the owner: the limiter here decides.
-            let d = self.with_limiter(&r, key, |l| l.check(now, cost))?;
-            let mut a = answer(&r, d);
+            let d = self.with_limiter(r, key, |l| l.check(now, cost))?;
+            let mut a = answer(r, d);
             a.owner = owner_here;
             return Ok(a);
         };
@@ -161,7 +280,7 @@ impl RateLimitService {
                     reset_after_ns: a.owner.reset_after_ns,
                     retry_after_ns: None,
                 };
-                let mut ans = answer(&r, d);
+                let mut ans = answer(r, d);
                 ans.owner = Some(owner_id);
                 return Ok(ans);
             }
@@ -175,20 +294,21 @@ impl RateLimitService {
             asks.push(cost);
         }
         for units in asks {
-            let req = LeaseReq { rule: rule.into(), key: key.into(), units };
+            let spec_json = rule.starts_with('@').then(|| serde_json::to_string(&r.rule.limiter).unwrap_or_default());
+            let req = LeaseReq { rule: rule.into(), key: key.into(), units, spec_json };
             match self.transport.call::<_, Decision>(owner_id, &owner_addr, LEASE_PATH, &req, Some(LEASE_TIMEOUT)).await
             {
                 Ok(d) if d.allowed => {
                     let left = units - cost;
                     let allowance = Allowance { units: left, expires_ns: now.saturating_add(LEASE_NS), owner: d };
                     self.allowances.lock().unwrap_or_else(|e| e.into_inner()).insert(id, allowance);
-                    let mut ans = answer(&r, Decision { remaining: d.remaining.saturating_add(left), ..d });
+                    let mut ans = answer(r, Decision { remaining: d.remaining.saturating_add(left), ..d });
                     ans.owner = Some(owner_id);
                     return Ok(ans);
                 }
                 Ok(d) => {
                     if units == cost {
-                        let mut ans = answer(&r, d);
+                        let mut ans = answer(r, d);
                         ans.owner = Some(owner_id);
                         return Ok(ans);
                     }
@@ -197,8 +317,8 @@ impl RateLimitService {
                     tracing::debug!(owner = owner_id, error = %e, "ratelimit: owner unreachable");
                     return Ok(match r.rule.on_unreachable {
                         FailMode::Open => {
-                            let d = self.with_limiter(&r, key, |l| l.check(now, cost))?;
-                            let mut a = answer(&r, d);
+                            let d = self.with_limiter(r, key, |l| l.check(now, cost))?;
+                            let mut a = answer(r, d);
                             a.owner = Some(owner_id);
                             a.degraded = Some("decided_locally");
                             a
@@ -218,6 +338,37 @@ impl RateLimitService {
             }
         }
         Err(ApiError::internal("lease loop ended without an answer"))
+    }
+
+    /// Decide (and count) `cost` for a descriptor: the entries `(key, value)` in order, e.g.
+    /// `[("tenant", "acme"), ("api_key", "k1"), ("route", "/orders")]`.
+    /// - `hierarchy`: every prefix whose keys a rule limits is a level (the tenant's limit, the
+    ///   API key's within it, the route's within that) — one request checks the whole chain.
+    /// - otherwise only the rule limiting exactly these keys (Envoy's `ShouldRateLimit`, where
+    ///   the proxy sends each level as its own descriptor).
+    ///
+    /// Allowed when every level allows. As in Envoy's service, every level counts the cost even
+    /// when another refuses. No rule matching is allowed, with no levels.
+    pub async fn check_descriptor(
+        &self,
+        domain: &str,
+        entries: &[(String, String)],
+        cost: u64,
+        hierarchy: bool,
+    ) -> Result<Vec<Level>, ApiError> {
+        if entries.is_empty() {
+            return Err(ApiError::bad_request("invalid_descriptor", "a descriptor needs at least one entry"));
+        }
+        let mut levels = Vec::new();
+        let from = if hierarchy { 1 } else { entries.len() };
+        for n in from..=entries.len() {
+            let keys = entries[..n].iter().map(|(k, _)| k.as_str());
+            let Some(r) = self.rules.by_descriptor(domain, keys) else { continue };
+            let key = crate::rules::descriptor_key(entries[..n].iter().map(|(_, v)| v.as_str()));
+            let answer = self.decide(&r, &key, cost).await?;
+            levels.push(Level { rule: r.name, key, answer });
+        }
+        Ok(levels)
     }
 
     /// Give back `cost` to a concurrency rule.
@@ -244,16 +395,19 @@ impl RateLimitService {
     fn with_limiter<T>(&self, r: &Stored, key: &str, f: impl FnOnce(&mut AnyLimiter) -> T) -> Result<T, ApiError> {
         let spec = r.rule.spec_for(key);
         let mut m = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        let id = (r.name.clone(), key.to_string());
-        let entry = match m.remove(&id) {
-            Some((v, l)) if v == r.version => (v, l),
-            Some((_, old)) => (r.version, spec.rebuild(&old).map_err(ApiError::internal)?),
-            None => (r.version, spec.build().map_err(ApiError::internal)?),
+        let slot = m.entry((r.name.clone(), key.to_string()));
+        let (v, l) = match slot {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((r.version, spec.build().map_err(ApiError::internal)?))
+            }
         };
-        let (v, mut l) = entry;
-        let out = f(&mut l);
-        m.insert(id, (v, l));
-        Ok(out)
+        if *v != r.version {
+            // The rule changed: same algorithm keeps what was counted.
+            *l = spec.rebuild(l).map_err(ApiError::internal)?;
+            *v = r.version;
+        }
+        Ok(f(l))
     }
 
     /// Forget limiters that are full again (dropping them changes no decision) and those of
@@ -261,7 +415,7 @@ impl RateLimitService {
     pub fn sweep(&self) -> usize {
         let now = self.now_ns();
         let mut m = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|(rule, _), (_, l)| self.rules.get(rule).is_some() && !full_again(l, now));
+        m.retain(|(rule, _), (_, l)| (rule.starts_with('@') || self.rules.get(rule).is_some()) && !full_again(l, now));
         m.len()
     }
 
@@ -274,6 +428,29 @@ impl RateLimitService {
             self.sweep();
         }
     }
+}
+
+/// A rule given with the request rather than stored: its version is a hash of its limiter, so
+/// a request with other parameters rebuilds the key's limiter, keeping its state when the
+/// algorithm is the same (redis-cell's key keeps its arrival time whatever the parameters).
+fn adhoc(name: &str, spec: Spec) -> Result<Stored, ApiError> {
+    if !name.starts_with('@') {
+        return Err(ApiError::bad_request("invalid_rule", "only `@` rules come with their limiter"));
+    }
+    spec.build().map_err(|e| ApiError::bad_request("invalid_rule", e))?;
+    let version = basalt_ring::hash::hash64(&postcard::to_allocvec(&spec).unwrap_or_default());
+    Ok(Stored {
+        name: name.to_string(),
+        version,
+        rule: crate::rules::Rule {
+            limiter: spec,
+            scope: Scope::Cluster,
+            on_unreachable: FailMode::Open,
+            shadow: false,
+            overrides: Default::default(),
+            descriptor: None,
+        },
+    })
 }
 
 /// A limiter back to its full limit decides exactly like a fresh one: it can be dropped.
