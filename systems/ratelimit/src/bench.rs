@@ -132,6 +132,31 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         );
         results.push(r);
     }
+    // The round-trip ceiling of one command per round trip: PING, which does nothing, on both.
+    let ping = |addr: String| {
+        let opts = opts.clone();
+        async move {
+            let conns = connections(&addr).await?;
+            anyhow::Ok(
+                measure_async(&opts, "PING", CONNS, move |i| {
+                    let conns = conns.clone();
+                    async move {
+                        let reply = conns[i].lock().await.cmd(&[b"PING"]).await?;
+                        anyhow::ensure!(matches!(reply, Frame::Simple(_)), "PING answered {reply:?}");
+                        Ok(1)
+                    }
+                })
+                .await,
+            )
+        }
+    };
+    let (bp, rp) = (ping(baddr.clone()).await?, ping(raddr.clone()).await?);
+    let mut r = result(&format!("RESP PING, 1 node ({CONNS} connections): the round-trip ceiling"), &bp);
+    r = r.with_peer(&format!("redis-server PING (p99 {:.0} µs)", rp.percentile_us(99.0)), rp.ops_per_sec());
+    results.push(r);
+    drop(node);
+
+    results.push(cluster_admission(opts, dir.path()).await?);
     Ok(Report { system: "ratelimit".into(), results })
 }
 
@@ -207,4 +232,70 @@ async fn resp_pair(
     })
     .await;
     Ok((basalt, peer))
+}
+
+/// Three nodes, the connections spread over them, all asking about the same few keys at several
+/// times their rate: decisions per second, and how many were admitted against the most GCRA
+/// allows over the run (the burst plus the rate times the time) — the cluster-wide over- (or
+/// under-) admission, measured.
+async fn cluster_admission(opts: &BenchOpts, dir: &std::path::Path) -> anyhow::Result<BenchResult> {
+    const HOT_KEYS: u64 = 10;
+    const BURST: u64 = 100;
+    const RATE: u64 = 200;
+    let (nodes, _) = basalt_runtime::process::raft_cluster(&opts.exe, &dir.join("cluster"), 3, |_| {
+        vec!["--set".into(), "fsync=\"periodic\"".into()]
+    })
+    .await?;
+    let http = basalt_runtime::reqwest::Client::new();
+    let mut addrs = Vec::new();
+    for n in &nodes {
+        let v: serde_json::Value = http.get(format!("{}/v1/kv", n.url())).send().await?.json().await?;
+        addrs.push(v["resp_addr"].as_str().ok_or_else(|| anyhow::anyhow!("no resp_addr: {v}"))?.to_string());
+    }
+    let mut conns = Vec::new();
+    for i in 0..CONNS {
+        conns.push(tokio::sync::Mutex::new(Redis::connect(&addrs[i % addrs.len()], Duration::from_secs(5)).await?));
+    }
+    let conns = Arc::new(conns);
+    let (counter, admitted) =
+        (Arc::new(std::sync::atomic::AtomicU64::new(0)), Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    let burst = (BURST - 1).to_string();
+    let rate = RATE.to_string();
+    let t0 = std::time::Instant::now();
+    let m = measure_async(opts, "CL.THROTTLE on 3 nodes", CONNS, {
+        let (conns, counter, admitted) = (conns.clone(), counter.clone(), admitted.clone());
+        move |i| {
+            let (conns, counter, admitted, burst, rate) =
+                (conns.clone(), counter.clone(), admitted.clone(), burst.clone(), rate.clone());
+            async move {
+                let key = format!("hot:{}", counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % HOT_KEYS);
+                let reply = conns[i]
+                    .lock()
+                    .await
+                    .cmd(&[b"CL.THROTTLE", key.as_bytes(), burst.as_bytes(), rate.as_bytes(), b"1"])
+                    .await?;
+                match reply {
+                    Frame::Array(v) if v.len() == 5 => {
+                        if v[0] == Frame::Integer(0) {
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(1)
+                    }
+                    other => anyhow::bail!("CL.THROTTLE answered {other:?}"),
+                }
+            }
+        }
+    })
+    .await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let most = HOT_KEYS as f64 * (BURST as f64 + RATE as f64 * elapsed);
+    let got = admitted.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    drop(nodes);
+    Ok(result(
+        &format!(
+            "RESP CL.THROTTLE, 3 nodes, {HOT_KEYS} keys at {RATE}/s each: admitted {got:.0} of at most {most:.0} ({:+.2}%)",
+            (got / most - 1.0) * 100.0
+        ),
+        &m,
+    ))
 }
