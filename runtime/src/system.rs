@@ -121,6 +121,15 @@ impl<'a> SystemContext<'a> {
         std::mem::take(&mut self.peer_routes)
     }
 
+    /// Bind a protocol listener beside HTTP (`what` names it in errors: "the RESP listener"):
+    /// the listener and its real address (the config may say port 0).
+    pub fn listen(&self, addr: &str, what: &str) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+        let std_listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {what} on {addr}"))?;
+        std_listener.set_nonblocking(true)?;
+        let bound = std_listener.local_addr()?.to_string();
+        Ok((tokio::net::TcpListener::from_std(std_listener)?, bound))
+    }
+
     /// A handle an engine shared, e.g. `ctx.engine::<Consensus>()`.
     pub fn engine<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.extensions.get::<T>()

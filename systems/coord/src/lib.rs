@@ -83,11 +83,7 @@ impl System for CoordSystem {
         consensus.register(state::SYSTEM, sm.clone())?;
         let coord = Arc::new(service::Coord::new(sm, consensus, node_id, transport));
 
-        let std_listener = std::net::TcpListener::bind(&config.etcd_addr)
-            .with_context(|| format!("binding the etcd listener on {}", config.etcd_addr))?;
-        std_listener.set_nonblocking(true)?;
-        let etcd_addr = std_listener.local_addr()?.to_string();
-        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let (listener, etcd_addr) = ctx.listen(&config.etcd_addr, "the etcd listener")?;
         let _ = coord.client_url.set(format!("http://{etcd_addr}"));
         ctx.spawn("grpc", grpc::serve(coord.clone(), listener, ctx.shutdown.clone()));
         ctx.spawn("lease-keeper", coord.clone().lease_keeper(ctx.shutdown.clone()));

@@ -78,12 +78,8 @@ impl System for KvSystem {
             anyhow::ensure!(q.r <= n && q.w <= n, "systems.kv.namespaces.{name}: r and w must be at most n = {n}");
         }
         let svc = service::KvService::new((*ring).clone(), identity.node_id, ctx.clock.clone(), config.namespaces);
-        let std_listener = std::net::TcpListener::bind(&config.resp_addr)
-            .with_context(|| format!("binding the RESP listener on {}", config.resp_addr))?;
-        std_listener.set_nonblocking(true)?;
-        let resp_addr = std_listener.local_addr()?.to_string();
+        let (listener, resp_addr) = ctx.listen(&config.resp_addr, "the RESP listener")?;
         ring.membership().publish("resp", resp_addr.clone());
-        let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let limits =
             basalt_resp::Limits { max_bulk_len: config.max_bulk_len, max_args: config.max_args, ..Default::default() };
         ctx.spawn("resp", resp::serve(listener, svc.clone(), limits, ctx.services.clone(), ctx.shutdown.clone()));

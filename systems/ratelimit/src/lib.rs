@@ -13,7 +13,6 @@ mod service;
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use basalt_consensus::Consensus;
 use basalt_runtime::bench::BenchOpts;
 use basalt_runtime::system::BenchFuture;
@@ -74,11 +73,7 @@ impl System for RateLimitSystem {
         ctx.services.offer_limiter(svc.clone());
         ctx.services.offer_resp_command("CL.THROTTLE", resp::cl_throttle(svc.clone()));
         ctx.serve_to_peers(api::peer_routes(svc.clone()));
-        let std_listener = std::net::TcpListener::bind(&config.grpc_addr)
-            .with_context(|| format!("binding the RLS gRPC listener on {}", config.grpc_addr))?;
-        std_listener.set_nonblocking(true)?;
-        let grpc_addr = std_listener.local_addr()?.to_string();
-        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let (listener, grpc_addr) = ctx.listen(&config.grpc_addr, "the RLS gRPC listener")?;
         ctx.spawn("rls", rls::serve(listener, svc.clone(), ctx.shutdown.clone()));
         tracing::info!(%grpc_addr, "ratelimit: serving Envoy's rate limit service (gRPC)");
         let status = axum::routing::get(move || {

@@ -335,4 +335,17 @@ mod tests {
         let other = Spec::FixedWindow { limit: 3, period_ms: 1000 };
         assert_eq!(other.rebuild(&l).unwrap().peek(0).remaining, 3, "another algorithm starts fresh");
     }
+
+    proptest::proptest! {
+        /// Two different descriptors never share a limiter: the key is injective.
+        #[test]
+        fn descriptor_keys_never_collide(
+            a in proptest::collection::vec("[a-c/%]{0,4}", 1..4),
+            b in proptest::collection::vec("[a-c/%]{0,4}", 1..4),
+        ) {
+            let ka = descriptor_key(a.iter().map(String::as_str));
+            let kb = descriptor_key(b.iter().map(String::as_str));
+            proptest::prop_assert_eq!(ka == kb, a == b, "{:?} {:?} → {} {}", a, b, ka, kb);
+        }
+    }
 }
