@@ -246,6 +246,9 @@ async fn edge_replica_follows_resyncs_and_repairs_gaps() {
     )
     .await;
     assert_eq!((s, b["error"]["code"].as_str()), (403, Some("read_only_replica")), "{b}");
+    // Pushes arrive on the peer listener only: a client cannot inject entries into an edge.
+    let (s, _) = send(client().post(format!("{}/v1/config/edge/push", edge.url())).body(vec![0u8, 1, 0])).await;
+    assert_eq!(s, 404);
 
     // The regions view lists the edge.
     let (_, regions) = send(client().get(format!("{lurl}/v1/config/regions"))).await;

@@ -54,6 +54,11 @@ type Svc = State<Arc<ConfigService>>;
 const WATCH_BATCH_MAX: usize = 1000;
 const WATCH_WAIT_MAX_MS: u64 = 60_000;
 
+/// The node-to-node route (on the peer listener): a member pushes applied entries to an edge.
+pub fn peer_routes(svc: Arc<ConfigService>) -> Router {
+    Router::new().route(crate::edge::PUSH_PATH, post(edge_push)).with_state(svc)
+}
+
 pub fn routes(svc: Arc<ConfigService>) -> Router {
     Router::new()
         .route("/ns", get(list_namespaces))
@@ -75,7 +80,6 @@ pub fn routes(svc: Arc<ConfigService>) -> Router {
         .route("/local/snapshot", get(local_snapshot))
         .route("/local/corrupt", post(corrupt))
         .route("/edge/subscribe", post(edge_subscribe))
-        .route(crate::edge::PUSH_PATH.trim_start_matches("/v1/config"), post(edge_push))
         .route("/regions", get(|State(s): Svc| async move { s.regions().await.map(axum::Json) }))
         .with_state(svc)
 }

@@ -30,7 +30,8 @@ use tokio::sync::watch;
 
 use crate::service::ConfigSm;
 
-pub const PUSH_PATH: &str = "/v1/config/edge/push";
+/// On the edge's peer listener (`serve_to_peers`): only nodes push, never clients.
+pub const PUSH_PATH: &str = "/config/edge/push";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Push {
@@ -42,7 +43,10 @@ pub struct Push {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Subscribe {
     pub node_id: u64,
+    /// Where the regions view reads the edge's state.
     pub http_addr: String,
+    /// Where pushes go (the edge's peer listener).
+    pub peer_addr: String,
     pub snapshot: bool,
 }
 
@@ -53,22 +57,28 @@ pub struct Subscribed {
     pub snapshot: Option<String>,
 }
 
-/// The member side: which edges to push to.
+/// The member side: which edges to push to, by node id: (HTTP address, peer address).
 #[derive(Default)]
 pub struct EdgeRegistry {
-    edges: Mutex<BTreeMap<u64, String>>,
+    edges: Mutex<BTreeMap<u64, (String, String)>>,
 }
 
 impl EdgeRegistry {
     pub fn subscribe(&self, sm: &ConfigSm, s: Subscribe) -> Subscribed {
-        self.edges.lock().unwrap_or_else(|e| e.into_inner()).insert(s.node_id, s.http_addr);
+        self.edges.lock().unwrap_or_else(|e| e.into_inner()).insert(s.node_id, (s.http_addr, s.peer_addr));
         // Registered first, then the snapshot: every entry after it will be pushed.
         let (index, snap) = sm.snapshot_at();
         Subscribed { index, snapshot: s.snapshot.then(|| String::from_utf8_lossy(&snap).into_owned()) }
     }
 
+    /// The edges' HTTP addresses.
     pub fn edges(&self) -> BTreeMap<u64, String> {
-        self.edges.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.edges.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(id, (h, _))| (*id, h.clone())).collect()
+    }
+
+    /// The edges' peer addresses (where pushes go).
+    fn peers(&self) -> BTreeMap<u64, String> {
+        self.edges.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(id, (_, p))| (*id, p.clone())).collect()
     }
 }
 
@@ -99,7 +109,7 @@ pub async fn push_loop(
         }
         let push = Arc::new(Push { prev, index: applied.index, payload: payload.to_vec() });
         prev = applied.index;
-        for (id, addr) in registry.edges() {
+        for (id, addr) in registry.peers() {
             let (t, push) = (transport.clone(), push.clone());
             // One task per push: a slow edge never delays another, nor the next push.
             tokio::spawn(async move {
@@ -120,10 +130,11 @@ pub struct Edge {
     members: Mutex<Vec<String>>,
     node_id: u64,
     http_addr: String,
+    peer_addr: String,
 }
 
 impl Edge {
-    pub fn new(sm: Arc<ConfigSm>, edge_of: String, node_id: u64, http_addr: String) -> Self {
+    pub fn new(sm: Arc<ConfigSm>, edge_of: String, node_id: u64, http_addr: String, peer_addr: String) -> Self {
         let (applied, _) = watch::channel(0);
         Self {
             sm,
@@ -133,6 +144,7 @@ impl Edge {
             target: Mutex::new(edge_of),
             node_id,
             http_addr,
+            peer_addr,
         }
     }
 
@@ -196,7 +208,12 @@ impl Edge {
     }
 
     async fn subscribe(&self, http: &basalt_runtime::reqwest::Client, snapshot: bool) -> anyhow::Result<()> {
-        let body = Subscribe { node_id: self.node_id, http_addr: self.http_addr.clone(), snapshot };
+        let body = Subscribe {
+            node_id: self.node_id,
+            http_addr: self.http_addr.clone(),
+            peer_addr: self.peer_addr.clone(),
+            snapshot,
+        };
         let r = http.post(format!("http://{}/v1/config/edge/subscribe", self.target())).json(&body).send().await?;
         anyhow::ensure!(r.status().is_success(), "subscribe answered {}", r.status());
         let s: Subscribed = r.json().await?;

@@ -76,8 +76,13 @@ impl System for ConfigSystem {
         let sm = Arc::new(service::ConfigSm::default());
         let backend = match config.edge_of {
             Some(edge_of) => {
-                let e =
-                    Arc::new(edge::Edge::new(sm.clone(), edge_of, identity.node_id, identity.http_addr.to_string()));
+                let e = Arc::new(edge::Edge::new(
+                    sm.clone(),
+                    edge_of,
+                    identity.node_id,
+                    identity.http_addr.to_string(),
+                    identity.peer_addr.to_string(),
+                ));
                 ctx.spawn("edge", e.clone().run(ctx.shutdown.clone()));
                 service::Backend::Edge(e)
             }
@@ -109,6 +114,7 @@ impl System for ConfigSystem {
                 repair::run(svc.clone(), std::time::Duration::from_millis(config.audit_ms), ctx.shutdown.clone());
             ctx.spawn("repair", audit);
         }
+        ctx.serve_to_peers(api::peer_routes(svc.clone()));
         Ok(api::routes(svc))
     }
 
