@@ -206,6 +206,13 @@ async fn the_etcd_client_crate_over_every_service() {
         .or_else([TxnOp::get("k/ok", None)]);
     let r = cl.txn(t).await.unwrap();
     assert!(!r.succeeded());
+    // Read-only, so served after a read barrier without the log: the current value, no revision.
+    match &r.op_responses()[..] {
+        [etcd_client::TxnOpResponse::Get(g)] => assert_eq!(g.kvs()[0].value(), b"yes"),
+        other => panic!("{other:?}"),
+    }
+    let head = cl.get("k/ok", None).await.unwrap().header().unwrap().revision();
+    assert_eq!(r.header().unwrap().revision(), head, "a read-only txn takes no revision");
     // etcd's errors, byte for byte.
     let dup = Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]);
     let (code, msg) = grpc_message(cl.txn(dup).await.unwrap_err());

@@ -92,6 +92,7 @@ pub use error::{Error, GrpcCode};
 pub use lease::MAX_LEASE_TTL_SECS;
 pub use snapshot::SnapshotError;
 pub use store::{Config, Store};
+pub use txn::{is_read_only, is_serializable};
 pub use types::{
     CompactionResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,
     EventBatch, EventFilter, EventType, HashKvResponse, KeyValue, LeaseGrantResponse, LeaseRevokeResponse,

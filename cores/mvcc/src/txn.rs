@@ -49,6 +49,49 @@ impl Store {
         }
     }
 
+    /// A transaction whose branches hold only ranges (recursively) — etcd's read-only txn —
+    /// answered without changing anything, exactly as [`txn`](Self::txn) would answer it; `None`
+    /// for any other transaction. A server serves these after a read barrier instead of through
+    /// the log.
+    ///
+    /// # Errors
+    /// As [`txn`](Self::txn).
+    pub fn txn_read_only(&self, req: &TxnRequest) -> Option<Result<TxnResponse, Error>> {
+        if !is_read_only(req) {
+            return None;
+        }
+        let answer = || {
+            check_txn_request(req, i64::from(self.config.max_txn_ops))?;
+            let plan = self.plan(req);
+            self.check_path(req, &plan)?;
+            Ok(TxnResponse {
+                revision: self.revision,
+                succeeded: plan.succeeded,
+                responses: self.read_path(req, &plan)?,
+            })
+        };
+        Some(answer())
+    }
+
+    fn read_path(&self, req: &TxnRequest, plan: &Plan) -> Result<Vec<ResponseOp>, Error> {
+        let ops = if plan.succeeded { &req.success } else { &req.failure };
+        let mut nested = plan.nested.iter();
+        ops.iter()
+            .map(|op| match op {
+                RequestOp::Range(r) => Ok(ResponseOp::Range(self.range(r)?)),
+                RequestOp::Txn(t) => {
+                    let Some(p) = nested.next() else { return Err(Error::TooManyOps) };
+                    Ok(ResponseOp::Txn(TxnResponse {
+                        revision: 0,
+                        succeeded: p.succeeded,
+                        responses: self.read_path(t, p)?,
+                    }))
+                }
+                RequestOp::Put(_) | RequestOp::DeleteRange(_) => Err(Error::TooManyOps),
+            })
+            .collect()
+    }
+
     fn plan(&self, req: &TxnRequest) -> Plan {
         let succeeded = req.compare.iter().all(|c| self.compare(c));
         let ops = if succeeded { &req.success } else { &req.failure };
@@ -121,6 +164,24 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Etcd's `IsTxnReadonly`: every operation of both branches, recursively, is a range.
+pub fn is_read_only(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).all(|op| match op {
+        RequestOp::Range(_) => true,
+        RequestOp::Txn(t) => is_read_only(t),
+        RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
+    })
+}
+
+/// Etcd's `IsTxnSerializable`: read-only, and every range asks for a serializable read.
+pub fn is_serializable(req: &TxnRequest) -> bool {
+    req.success.iter().chain(&req.failure).all(|op| match op {
+        RequestOp::Range(r) => r.serializable,
+        RequestOp::Txn(t) => is_serializable(t),
+        RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
+    })
 }
 
 fn test(result: CompareResult, ord: std::cmp::Ordering) -> bool {

@@ -95,7 +95,16 @@ impl Coord {
         self.sm.read(|s| s.store.range(req)).map_err(crate::convert::status)
     }
 
+    /// A read-only transaction (only ranges, as etcd defines it) is served here after a read
+    /// barrier (none when every range is serializable), not through the log — as etcd serves
+    /// it; the answer is the one the log would give (`basalt-mvcc`'s property tests).
     pub async fn txn(&self, req: m::TxnRequest) -> Result<m::TxnResponse, Status> {
+        if basalt_mvcc::is_read_only(&req) {
+            self.barrier(basalt_mvcc::is_serializable(&req)).await?;
+            if let Some(r) = self.sm.read(|s| s.store.txn_read_only(&req)) {
+                return r.map_err(crate::convert::status);
+            }
+        }
         match self.propose(&Command::Txn(req)).await? {
             Reply::Txn(r) => Ok(r),
             other => Err(Status::internal(format!("unexpected reply {other:?}"))),
