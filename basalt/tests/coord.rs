@@ -448,3 +448,40 @@ async fn a_leader_change_never_expires_a_lease_early() {
         "expired {expired_at:?} after the last keep-alive (TTL {TTL} s)"
     );
 }
+
+/// Membership through etcd's API: `etcdctl move-leader` hands leadership to another member,
+/// `member remove` takes one out, and the errors are etcd's.
+#[tokio::test]
+async fn etcdctl_moves_the_leader_and_removes_a_member() {
+    let c = Cluster::start(EXE, 3).await;
+    let leader = c.leader().await;
+    let mut addrs = Vec::new();
+    for id in 1..=3 {
+        addrs.push(etcd_addr(&c.url(id)).await);
+    }
+    let all = addrs.join(",");
+    let target = (1..=3).find(|id| *id != leader).unwrap();
+    let out = etcdctl(&all, &["move-leader", &format!("{target:x}")]);
+    assert!(out.contains("Leadership transferred"), "{out}");
+    c.wait_for("the new leader", || async { c.leader().await == target }).await;
+
+    // etcd's errors: a transferee or a member that does not exist.
+    let mut cl = connect(&addrs[target - 1]).await;
+    let (code, msg) = grpc_message(cl.move_leader(99).await.unwrap_err());
+    assert_eq!((code, msg.as_str()), (tonic::Code::FailedPrecondition, "etcdserver: bad leader transferee"));
+    let (code, msg) = grpc_message(cl.member_remove(99).await.unwrap_err());
+    assert_eq!((code, msg.as_str()), (tonic::Code::NotFound, "etcdserver: member not found"));
+    let (code, msg) = grpc_message(cl.member_promote(leader as u64).await.unwrap_err());
+    assert_eq!(
+        (code, msg.as_str()),
+        (tonic::Code::FailedPrecondition, "etcdserver: can only promote a learner member")
+    );
+
+    // Remove the old leader (now a follower); two members stay, and writes go on.
+    let out = etcdctl(&addrs[target - 1], &["member", "remove", &format!("{leader:x}")]);
+    assert!(out.contains("removed from cluster"), "{out}");
+    let list = etcdctl(&addrs[target - 1], &["member", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(!list.contains(&format!("basalt-{leader},")), "{list}");
+    assert_eq!(etcdctl(&addrs[target - 1], &["put", "after", "removal"]), "OK");
+}

@@ -333,12 +333,9 @@ impl pb::lease_server::Lease for Svc {
     }
 }
 
-#[tonic::async_trait]
-impl pb::cluster_server::Cluster for Svc {
-    async fn member_list(
-        &self,
-        _req: Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
+impl Svc {
+    /// The members as etcd lists them (ids are Basalt node ids).
+    fn members(&self) -> Result<Vec<pb::Member>, Status> {
         let status = self.0.consensus.status().map_err(crate::service::unavailable)?;
         let mut urls = self.0.sm.read(|s| s.members.clone());
         // This node knows its own address before its registration is applied.
@@ -356,12 +353,72 @@ impl pb::cluster_server::Cluster for Svc {
                 is_learner: !mm.voter,
             })
             .collect();
+        Ok(members)
+    }
+
+    /// The member `id` (a voter or not), or etcd's `member not found`.
+    fn member(&self, id: u64) -> Result<pb::Member, Status> {
+        self.members()?
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| Status::not_found("etcdserver: member not found"))
+    }
+
+    /// A membership change through the consensus engine (forwarded to the leader).
+    async fn admin(&self, op: basalt_consensus::AdminOp) -> Result<(), Status> {
+        self.0.consensus.admin(op).await.map(|_| ()).map_err(|e| Status::unavailable(format!("etcdserver: {e}")))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for Svc {
+    async fn member_list(
+        &self,
+        _req: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let members = self.members()?;
         Ok(Response::new(pb::MemberListResponse { header: self.0.header().at(self.0.sm.revision()), members }))
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let id = req.into_inner().id;
+        self.member(id)?;
+        self.admin(basalt_consensus::AdminOp::Remove { node_id: id }).await?;
+        let members = self.members()?;
+        Ok(Response::new(pb::MemberRemoveResponse { header: self.0.header().at(self.0.sm.revision()), members }))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let id = req.into_inner().id;
+        if !self.member(id)?.is_learner {
+            return Err(Status::failed_precondition("etcdserver: can only promote a learner member"));
+        }
+        self.admin(basalt_consensus::AdminOp::Promote { node_id: id }).await?;
+        let members = self.members()?;
+        Ok(Response::new(pb::MemberPromoteResponse { header: self.0.header().at(self.0.sm.revision()), members }))
     }
 }
 
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for Svc {
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = req.into_inner().target_id;
+        if self.member(target).map_or(true, |m| m.is_learner) {
+            return Err(Status::failed_precondition("etcdserver: bad leader transferee"));
+        }
+        self.admin(basalt_consensus::AdminOp::Transfer { node_id: target }).await?;
+        Ok(Response::new(pb::MoveLeaderResponse { header: self.0.header().at(self.0.sm.revision()) }))
+    }
+
     async fn alarm(&self, _req: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
         Ok(Response::new(pb::AlarmResponse { header: self.0.header().at(self.0.sm.revision()), alarms: vec![] }))
     }
