@@ -288,11 +288,24 @@ impl Coord {
         })
     }
 
+    /// Wait until this node's store has applied revision `rev` (a write this node proposed
+    /// may have been answered by the leader first).
+    async fn applied(&self, rev: i64) -> Result<(), Status> {
+        let mut rx = self.sm.subscribe();
+        while self.sm.revision() < rev {
+            rx.changed().await.map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
+        }
+        Ok(())
+    }
+
     /// Wait until `mine` is the oldest key under `name/`. Fails if the key disappears first
     /// (its lease expired or was revoked).
     async fn wait_turn(&self, name: &[u8], mine: &m::KeyValue) -> Result<(), Status> {
         let mut rx = self.sm.subscribe();
-        self.barrier(false).await?;
+        // Once this node has applied the write that queued `mine`, every key queued before it
+        // is visible here, and one gone here is gone for good: ownership seen here is real, so
+        // no read-index round is needed (etcd's v3lock does a linearizable range instead).
+        self.applied(mine.mod_revision).await?;
         loop {
             rx.borrow_and_update();
             let exists =
@@ -337,6 +350,7 @@ impl Coord {
         if !r.succeeded {
             return Err(Status::failed_precondition("election: not leader"));
         }
+        self.applied(r.revision).await?;
         self.sm
             .read(|s| s.store.get(key))
             .filter(|kv| kv.create_revision == rev)
