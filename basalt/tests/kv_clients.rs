@@ -116,6 +116,85 @@ async fn a_pipelined_batch_through_redis_cli_pipe() {
     assert_eq!(cli(&addr, &["DBSIZE"]), "500");
 }
 
+/// A pipeline in one write: its writes go to the store as one batch, yet every command
+/// answers as it would alone, in order — writes and reads of the same key interleaved,
+/// refusals and type errors in the middle changing nothing (the expected bytes are
+/// redis-server 7.0's own answer to the same input).
+#[tokio::test]
+async fn a_pipeline_answers_in_order_exactly_as_one_command_at_a_time() {
+    let (_d, _n, addr) = node().await;
+    let cmds: &[&[&str]] = &[
+        &["SET", "pk", "1"],
+        &["INCR", "pk"],
+        &["INCRBY", "pk", "x"],
+        &["INCR", "pk"],
+        &["GET", "pk"],
+        &["SET", "pk", "v", "NX"],
+        &["SETNX", "pk2", "a"],
+        &["SETNX", "pk2", "b"],
+        &["APPEND", "pk2", "c"],
+        &["GET", "pk2"],
+        &["HSET", "ph", "f", "1", "g", "2"],
+        &["HINCRBY", "ph", "f", "5"],
+        &["HMSET", "ph", "h", "3"],
+        &["INCR", "ph"],
+        &["ZADD", "pz", "1", "a", "2", "b"],
+        &["ZADD", "pz", "XX", "CH", "5", "a", "1", "c"],
+        &["ZINCRBY", "pz", "1.5", "b"],
+        &["ZADD", "pz", "NX", "GT", "1", "a"],
+        &["ZREM", "pz", "b", "nope"],
+        &["ZRANGE", "pz", "0", "-1", "WITHSCORES"],
+        &["HGETALL", "ph"],
+        &["DEL", "pk"],
+        &["GETDEL", "pk2"],
+        &["EXISTS", "pk", "pk2"],
+        &["SET"],
+    ];
+    let mut input = String::new();
+    for c in cmds {
+        input.push_str(&format!("*{}\r\n", c.len()));
+        for a in *c {
+            input.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+    }
+    input.push_str("*1\r\n$4\r\nQUIT\r\n");
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(input.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let want = [
+        "+OK",
+        ":2",
+        "-ERR value is not an integer or out of range",
+        ":3",
+        "$1\r\n3",
+        "$-1",
+        ":1",
+        ":0",
+        ":2",
+        "$2\r\nac",
+        ":2",
+        ":6",
+        "+OK",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        ":2",
+        ":1",
+        "$3\r\n3.5",
+        "-ERR GT, LT, and/or NX options at the same time are not compatible",
+        ":1",
+        "*2\r\n$1\r\na\r\n$1\r\n5",
+        "*6\r\n$1\r\nf\r\n$1\r\n6\r\n$1\r\ng\r\n$1\r\n2\r\n$1\r\nh\r\n$1\r\n3",
+        ":1",
+        "$2\r\nac",
+        ":0",
+        "-ERR wrong number of arguments for 'set' command",
+        "+OK",
+    ]
+    .map(|r| format!("{r}\r\n"))
+    .concat();
+    assert_eq!(out, want);
+}
+
 #[tokio::test]
 async fn redis_py_works_including_pipelines() {
     let (_d, _n, addr) = node().await;

@@ -1,5 +1,6 @@
 //! The pure core of the leaderless ring (S13's engine): no IO, no clock, no randomness.
 //!
+//! - [`bin`] — byte strings through serde at `memcpy` speed, in the same encoding.
 //! - [`hash`] — the one stable 64-bit hash every node agrees on (keys and vnode tokens).
 //! - [`ring`] — consistent hashing with virtual nodes; the preference list of a key (its N
 //!   distinct replicas, then the fallbacks a sloppy quorum may use); the ranges a node holds.
@@ -9,6 +10,7 @@
 //! - [`merkle`] — a fixed-shape Merkle tree over the key-hash space, kept up to date per write,
 //!   that two replicas compare to find the buckets where they differ.
 
+pub mod bin;
 pub mod dvv;
 pub mod hash;
 pub mod hlc;

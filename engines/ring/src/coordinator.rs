@@ -25,7 +25,7 @@ use futures_util::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
 use crate::membership::Membership;
-use crate::replica::{Obj, Replica, Value};
+use crate::replica::{Obj, Replica, Value, WireObj};
 
 pub const READ: &str = "/ring/read";
 pub const MERGE: &str = "/ring/merge";
@@ -34,9 +34,39 @@ pub const UPDATE: &str = "/ring/update";
 
 /// A read-modify-write a system registers by name, run by a home replica of the key on its
 /// local object: it may change the object (stamping new values with `actor`) and answers a
-/// reply for the caller, or refuses (nothing is written).
+/// reply for the caller, or refuses — and then it must leave the object as it was (nothing is
+/// written; the engine does not copy the object first, which for a big value would cost more
+/// than the change).
 pub trait Updater: Send + Sync + 'static {
-    fn apply(&self, obj: &mut Obj, actor: u64, arg: &[u8]) -> Result<Vec<u8>, String>;
+    fn apply(&self, key: &[u8], obj: &mut Obj, actor: u64, arg: &[u8]) -> Result<Vec<u8>, String>;
+
+    /// Several updates of one key, in order, each answering as `apply` would. An updater may
+    /// do them as one write (one new dot for the lot: nobody could have seen the steps in
+    /// between, as the object is stored once).
+    fn apply_many(&self, key: &[u8], obj: &mut Obj, actor: u64, args: &[&[u8]]) -> Vec<Result<Vec<u8>, String>> {
+        args.iter().map(|a| self.apply(key, obj, actor, a)).collect()
+    }
+}
+
+/// The most update operations one combined store batch takes.
+const COMBINE_OPS_MAX: usize = 4096;
+/// Combining lanes (each drained by at most one task at a time).
+pub const COMBINE_LANES: usize = 8;
+
+/// Updates waiting to be written, from every caller on this node, and whether a task is
+/// writing them (see [`Coordinator::combine`]).
+#[derive(Default)]
+pub struct Combiner {
+    pending: Vec<Pending>,
+    draining: bool,
+}
+
+type LocalResult = Result<Vec<(Result<Vec<u8>, String>, Arc<Obj>)>, RingError>;
+
+struct Pending {
+    name: String,
+    ops: Vec<(Vec<u8>, Vec<u8>)>,
+    done: tokio::sync::oneshot::Sender<LocalResult>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +126,7 @@ pub struct ReadReq {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MergeReq {
     pub key: Vec<u8>,
+    #[serde(with = "crate::replica::wire_obj")]
     pub obj: Obj,
 }
 
@@ -117,6 +148,8 @@ pub struct Coordinator {
     pub updaters: std::sync::RwLock<std::collections::BTreeMap<String, Arc<dyn Updater>>>,
     /// Where the actor id is kept.
     pub meta: basalt_runtime::storage::Namespace,
+    /// Single writes waiting to be combined, in [`COMBINE_LANES`] lanes by key.
+    pub combiners: Vec<Mutex<Combiner>>,
 }
 
 pub const ACTOR_KEY: &[u8] = b"actor";
@@ -259,41 +292,261 @@ impl Coordinator {
         arg: &[u8],
         q: Quorum,
     ) -> Result<Vec<u8>, RingError> {
-        let u = self
-            .updaters
+        let ops = [(key.to_vec(), arg.to_vec(), q)];
+        let mut out = self.coordinate_update_batch(name, &ops).await?;
+        out.pop().unwrap_or_else(|| Err(RingError::Internal("no reply".into())))
+    }
+
+    fn updater(&self, name: &str) -> Result<Arc<dyn Updater>, RingError> {
+        self.updaters
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
-            .ok_or_else(|| RingError::Internal(format!("no updater `{name}` on this node")))?;
+            .ok_or_else(|| RingError::Internal(format!("no updater `{name}` on this node")))
+    }
+
+    /// Run the updater here on several keys (this node is a home replica of each), in order,
+    /// combined with what other callers on this node run meanwhile into one store batch; wait
+    /// until it is durable; then replicate each changed key to its W. Answers each operation's
+    /// reply, or why it failed (an operation refused changes nothing; one whose key did not
+    /// reach W is `unavailable`, its outcome unknown).
+    pub async fn coordinate_update_batch(
+        self: &Arc<Self>,
+        name: &str,
+        ops: &[(Vec<u8>, Vec<u8>, Quorum)],
+    ) -> Result<Vec<Result<Vec<u8>, RingError>>, RingError> {
+        // Operations on a key another write holds are combined with the other callers' (the
+        // writers of one hot key share one write of its value); on free keys they run at once,
+        // beside the others (a pipeline's run is already one batch).
+        let local = if ops.iter().any(|(k, _, _)| self.replica.busy(k)) {
+            self.combine(name, ops.iter().map(|(k, a, _)| (k.clone(), a.clone())).collect()).await?
+        } else {
+            let refs: Vec<(&[u8], &[u8])> = ops.iter().map(|(k, a, _)| (k.as_slice(), a.as_slice())).collect();
+            self.apply_local(name, &refs).await?
+        };
+        self.replica.sync().await.map_err(internal)?;
+        // Replicate each changed key once, with the last object the batch left it in.
+        let mut jobs: Vec<(usize, Arc<Obj>)> = Vec::new();
+        let mut job_of: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        for (i, (r, obj)) in local.iter().enumerate() {
+            if r.is_err() {
+                continue;
+            }
+            match job_of.get(ops[i].0.as_slice()) {
+                Some(j) => jobs[*j] = (i, obj.clone()),
+                None => {
+                    job_of.insert(&ops[i].0, jobs.len());
+                    jobs.push((i, obj.clone()));
+                }
+            }
+        }
+        let results = futures_util::future::join_all(
+            jobs.iter().map(|(i, o)| self.replicate_shared(&ops[*i].0, o.clone(), ops[*i].2, "write")),
+        )
+        .await;
+        Ok(local
+            .into_iter()
+            .enumerate()
+            .map(|(i, (r, _))| {
+                let r = r.map_err(RingError::Rejected)?;
+                match job_of.get(ops[i].0.as_slice()).map(|j| &results[*j]) {
+                    Some(Err(e)) => Err(e.clone()),
+                    _ => Ok(r),
+                }
+            })
+            .collect())
+    }
+
+    /// Write `ops` to this replica, combined with the updates other callers queue meanwhile in
+    /// its key's lane: callers queue; one task (spawned, so no caller's cancellation can strand the queue)
+    /// takes everything queued, applies it in order and writes it as one store batch (one
+    /// journal write; not yet synced), and goes on while more is queued. Concurrent writers of
+    /// one hot key share one encoding and one write of its value instead of one each.
+    async fn combine(self: &Arc<Self>, name: &str, ops: Vec<(Vec<u8>, Vec<u8>)>) -> LocalResult {
+        // Lanes by key, so writers of different keys still run in parallel.
+        let lane = ops.first().map_or(0, |(k, _)| (hash64(k) % COMBINE_LANES as u64) as usize);
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut c = self.combiners[lane].lock().unwrap_or_else(|e| e.into_inner());
+            c.pending.push(Pending { name: name.to_string(), ops, done });
+            !std::mem::replace(&mut c.draining, true)
+        };
+        if start {
+            let this = self.clone();
+            tokio::spawn(async move { this.drain(lane).await });
+        }
+        rx.await.unwrap_or_else(|_| Err(RingError::Internal("the update batch was abandoned".into())))
+    }
+
+    async fn drain(self: Arc<Self>, lane: usize) {
+        /// Clears `draining` however the task ends (a panic included), so callers never wait
+        /// on a queue nobody drains.
+        struct Draining<'a>(&'a Mutex<Combiner>);
+        impl Drop for Draining<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                    c.draining = false;
+                    // Dropping the senders answers the waiting callers with an error.
+                    c.pending.clear();
+                }
+            }
+        }
+        let _guard = Draining(&self.combiners[lane]);
+        loop {
+            let batch: Vec<Pending> = {
+                let mut c = self.combiners[lane].lock().unwrap_or_else(|e| e.into_inner());
+                let mut n = 0;
+                let take = c
+                    .pending
+                    .iter()
+                    .take_while(|p| {
+                        n += p.ops.len();
+                        n <= COMBINE_OPS_MAX || n == p.ops.len()
+                    })
+                    .count();
+                if take == 0 {
+                    c.draining = false;
+                    return;
+                }
+                c.pending.drain(..take).collect()
+            };
+            // One store batch per updater name, in the order queued.
+            let mut names: Vec<&str> = batch.iter().map(|p| p.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            let mut answers: Vec<Option<LocalResult>> = (0..batch.len()).map(|_| None).collect();
+            for name in names {
+                let members: Vec<usize> = (0..batch.len()).filter(|i| batch[*i].name == name).collect();
+                let ops: Vec<(&[u8], &[u8])> = members
+                    .iter()
+                    .flat_map(|i| batch[*i].ops.iter().map(|(k, a)| (k.as_slice(), a.as_slice())))
+                    .collect();
+                match self.apply_local(name, &ops).await {
+                    Ok(mut out) => {
+                        for i in members.iter().rev() {
+                            let rest = out.split_off(out.len() - batch[*i].ops.len());
+                            answers[*i] = Some(Ok(rest));
+                        }
+                    }
+                    Err(e) => {
+                        for i in members {
+                            answers[i] = Some(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            for (p, a) in batch.into_iter().zip(answers) {
+                let _ = p.done.send(a.unwrap_or_else(|| Err(RingError::Internal("no answer".into()))));
+            }
+        }
+    }
+
+    /// Apply `ops` (key, argument) with the updater `name` to this replica as one store batch:
+    /// each key's operations go to the updater together, in order.
+    async fn apply_local(&self, name: &str, ops: &[(&[u8], &[u8])]) -> LocalResult {
+        let u = self.updater(name)?;
         let actor = self.actor();
-        let mut reply = Ok(Vec::new());
-        let obj = self
+        let mut keys: Vec<&[u8]> = Vec::new();
+        let mut of_key: Vec<Vec<usize>> = Vec::new();
+        let mut index: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        for (i, (k, _)) in ops.iter().enumerate() {
+            let j = *index.entry(*k).or_insert_with(|| {
+                keys.push(k);
+                of_key.push(Vec::new());
+                keys.len() - 1
+            });
+            of_key[j].push(i);
+        }
+        let mut replies: Vec<Option<Result<Vec<u8>, String>>> = (0..ops.len()).map(|_| None).collect();
+        let objs = self
             .replica
-            .update(key, |o| {
-                let mut copy = o.clone();
-                reply = u.apply(&mut copy, actor, arg);
-                if reply.is_ok() {
-                    *o = copy;
+            .update_batch_unsynced(&keys, |j, o| {
+                let args: Vec<&[u8]> = of_key[j].iter().map(|i| ops[*i].1).collect();
+                for (i, r) in of_key[j].iter().zip(u.apply_many(keys[j], o, actor, &args)) {
+                    replies[*i] = Some(r);
                 }
                 Ok(())
             })
             .await
             .map_err(internal)?;
-        let reply = reply.map_err(RingError::Rejected)?;
-        self.replicate(key, obj, q, "write").await?;
-        Ok(reply)
+        let mut obj_of = vec![None; ops.len()];
+        for (j, is) in of_key.iter().enumerate() {
+            for i in is {
+                obj_of[*i] = Some(objs[j].clone());
+            }
+        }
+        Ok(replies
+            .into_iter()
+            .zip(obj_of)
+            .map(|(r, o)| (r.unwrap_or_else(|| Err("ERR no reply".into())), o.unwrap_or_default()))
+            .collect())
+    }
+
+    /// Run the updater `name` on several keys in order, each as [`Coordinator::update`] would:
+    /// a run of keys whose first live home replica is this node runs here as one batch; a key
+    /// coordinated elsewhere is forwarded on its own, after the run before it has finished — so
+    /// effects happen in the order given.
+    pub async fn update_batch(
+        self: &Arc<Self>,
+        name: &str,
+        ops: Vec<(Vec<u8>, Vec<u8>, Quorum)>,
+    ) -> Vec<Result<Vec<u8>, RingError>> {
+        let me = self.membership.me;
+        let mut out = Vec::with_capacity(ops.len());
+        let mut run: Vec<(Vec<u8>, Vec<u8>, Quorum)> = Vec::new();
+        for (key, arg, q) in ops {
+            let local = q.check().is_ok() && {
+                let q = self.effective(q);
+                self.home(&key, q.n).into_iter().find(|h| self.membership.alive(*h)) == Some(me)
+            };
+            if local {
+                run.push((key, arg, self.effective(q)));
+                continue;
+            }
+            out.extend(self.run_local(name, std::mem::take(&mut run)).await);
+            out.push(self.update(name, &key, &arg, q).await);
+        }
+        out.extend(self.run_local(name, run).await);
+        out
+    }
+
+    async fn run_local(
+        self: &Arc<Self>,
+        name: &str,
+        run: Vec<(Vec<u8>, Vec<u8>, Quorum)>,
+    ) -> Vec<Result<Vec<u8>, RingError>> {
+        if run.is_empty() {
+            return Vec::new();
+        }
+        match self.coordinate_update_batch(name, &run).await {
+            Ok(r) => r,
+            Err(e) => run.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     /// Send `obj` to the other targets; answer once `w` replicas (this one included) hold it.
     /// Sends still in flight then go on in the background.
     async fn replicate(self: &Arc<Self>, key: &[u8], obj: Obj, q: Quorum, what: &str) -> Result<Obj, RingError> {
+        self.replicate_shared(key, Arc::new(obj), q, what).await.map(Arc::unwrap_or_clone)
+    }
+
+    async fn replicate_shared(
+        self: &Arc<Self>,
+        key: &[u8],
+        obj: Arc<Obj>,
+        q: Quorum,
+        what: &str,
+    ) -> Result<Arc<Obj>, RingError> {
         let me = self.membership.me;
-        let req = Arc::new(MergeReq { key: key.to_vec(), obj: obj.clone() });
-        let mut pending: FuturesUnordered<_> = self
-            .targets(key, q.n)
+        let others: Vec<NodeId> = self.targets(key, q.n).into_iter().filter(|id| *id != me).collect();
+        if q.w <= 1 && others.is_empty() {
+            return Ok(obj);
+        }
+        let req = Arc::new(MergeReq { key: key.to_vec(), obj: (*obj).clone() });
+        let mut pending: FuturesUnordered<_> = others
             .into_iter()
-            .filter(|id| *id != me)
             .map(|peer| {
                 let (req, this) = (req.clone(), self.clone());
                 tokio::spawn(async move { this.call::<_, ()>(peer, MERGE, &*req).await.is_ok() })
@@ -317,6 +570,23 @@ impl Coordinator {
         })
     }
 
+    /// [`Coordinator::get`], answering the object as this replica's cache shares it when this
+    /// node is the key's only target (a one-node ring, or N = 1): no copy, nobody to repair.
+    pub async fn get_shared(self: &Arc<Self>, key: &[u8], q: Quorum) -> Result<Arc<Obj>, RingError> {
+        q.check()?;
+        let eq = self.effective(q);
+        if eq.n == 1 && self.targets(key, 1) == [self.membership.me] {
+            return match self.replica.get_shared(key) {
+                Ok(o) => Ok(o.unwrap_or_default()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ring: reading the local replica failed");
+                    Err(RingError::Unavailable { what: "read".into(), needed: 1, got: 0 })
+                }
+            };
+        }
+        self.get(key, q).await.map(Arc::new)
+    }
+
     /// Read `key` from R of its first N live replicas, merged; repairs stale replicas.
     pub async fn get(self: &Arc<Self>, key: &[u8], q: Quorum) -> Result<Obj, RingError> {
         q.check()?;
@@ -331,7 +601,10 @@ impl Coordinator {
                     let r = if peer == me {
                         this.replica.get(&key).map_err(|e| e.to_string())
                     } else {
-                        this.call::<_, Obj>(peer, READ, &ReadReq { key }).await.map_err(|e| e.to_string())
+                        this.call::<_, WireObj>(peer, READ, &ReadReq { key })
+                            .await
+                            .map(|o| o.0)
+                            .map_err(|e| e.to_string())
                     };
                     (peer, r)
                 }

@@ -47,6 +47,8 @@ pub struct RingConfig {
     pub request_timeout_ms: u64,
     /// How long the decider must have seen a tombstone unchanged before it may collect it.
     pub tombstone_grace_ms: u64,
+    /// Decoded objects kept in memory (write-through; evicted arbitrarily beyond this). 0: none.
+    pub cache_bytes_max: usize,
 }
 
 impl Default for RingConfig {
@@ -64,6 +66,7 @@ impl Default for RingConfig {
             ae_ms: 5000,
             request_timeout_ms: 2000,
             tombstone_grace_ms: 60_000,
+            cache_bytes_max: 256 * 1024 * 1024,
         }
     }
 }
@@ -120,7 +123,8 @@ impl Engine for RingEngine {
         let config: RingConfig = toml::Value::Table(config).try_into()?;
         config.check()?;
         let meta = ctx.store.namespace("ring_meta")?;
-        let replica = Arc::new(Replica::open(ctx.store.namespace("ring")?, config.partition_bits)?);
+        let replica =
+            Arc::new(Replica::open(ctx.store.namespace("ring")?, config.partition_bits, config.cache_bytes_max)?);
         let actor = match meta.get(ACTOR_KEY)? {
             Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().unwrap_or([0; 8])),
             _ => {
@@ -155,6 +159,7 @@ impl Engine for RingEngine {
             timeout: Duration::from_millis(config.request_timeout_ms),
             updaters: Default::default(),
             meta,
+            combiners: (0..crate::coordinator::COMBINE_LANES).map(|_| Default::default()).collect(),
         });
         let repairer = Arc::new(Repairer {
             coord: coord.clone(),
@@ -263,7 +268,7 @@ fn peer_routes(h: RingHandle) -> Router {
         .route(
             READ,
             post(|State(h): State<RingHandle>, Wire(r): Wire<ReadReq>| async move {
-                h.coord.replica.get(&r.key).map(Wire).map_err(wire_err)
+                h.coord.replica.get(&r.key).map(|o| Wire(crate::replica::WireObj(o))).map_err(wire_err)
             }),
         )
         .route(

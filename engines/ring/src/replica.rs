@@ -7,18 +7,67 @@
 //! in the Merkle tree is a hash of the key and that encoding, so two replicas agree on a
 //! bucket exactly when they hold the same objects.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use basalt_ring::dvv::{Object, VersionVector};
+use basalt_ring::bin::{Bin, BinBuf};
+use basalt_ring::dvv::{Dot, Object, VersionVector};
 use basalt_ring::hash::{hash64, mix};
 use basalt_ring::merkle::Merkle;
 use basalt_runtime::storage::Namespace;
+use serde::{Deserialize, Serialize};
 
 pub type Value = Vec<u8>;
 pub type Obj = Object<Value>;
 
 pub const MERKLE_DEPTH: u32 = 6;
-const STRIPES: usize = 64;
+/// Write locks: a pipeline's batch holds the stripes of all its keys at once, so there are
+/// many (two batches of 16 random keys meet on one of 4,096 stripes 6% of the time, on one of
+/// 64 nearly always).
+const STRIPES: usize = 4096;
+/// Cache shards (each key's shard is a function of its stripe).
+const SHARDS: usize = 64;
+
+/// A cached object: what the store holds for the key, decoded.
+struct Slot {
+    obj: Arc<Obj>,
+    /// Its entry hash in the Merkle tree.
+    hash: u64,
+    /// Roughly what it costs in memory (its encoded size plus the key).
+    bytes: usize,
+}
+
+/// One stripe's share of the object cache. Written only under the stripe's write lock, after
+/// the store (write-through), so it never holds what the store does not.
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Vec<u8>, Slot>,
+    bytes: usize,
+}
+
+impl Shard {
+    fn take(&mut self, key: &[u8]) -> Option<Slot> {
+        let s = self.map.remove(key)?;
+        self.bytes -= s.bytes;
+        Some(s)
+    }
+
+    fn put(&mut self, key: &[u8], slot: Slot, max_bytes: usize) {
+        if slot.bytes > max_bytes {
+            return;
+        }
+        if let Some(old) = self.map.remove(key) {
+            self.bytes -= old.bytes;
+        }
+        // Evict whatever the hash map yields first (an arbitrary key) until the slot fits.
+        while self.bytes + slot.bytes > max_bytes {
+            let Some(k) = self.map.keys().next().cloned() else { break };
+            self.take(&k);
+        }
+        self.bytes += slot.bytes;
+        self.map.insert(key.to_vec(), slot);
+    }
+}
 
 pub struct Replica {
     ns: Namespace,
@@ -27,6 +76,9 @@ pub struct Replica {
     /// Keys whose object holds only tombstones (what collection looks at).
     tombstones: Mutex<std::collections::BTreeSet<Vec<u8>>>,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Decoded objects by key, in shards (`cache_bytes_max` in all).
+    cache: Vec<Mutex<Shard>>,
+    shard_bytes_max: usize,
 }
 
 fn store_key(partition: u32, key: &[u8]) -> Vec<u8> {
@@ -36,18 +88,80 @@ fn store_key(partition: u32, key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn entry_hash(key: &[u8], encoded: &[u8]) -> u64 {
-    mix(hash64(key) ^ hash64(encoded).rotate_left(32))
+/// An object's entry in its partition's Merkle tree: a hash of the key and the object's causal
+/// metadata — the version vector and each sibling's dot (and whether it is a tombstone). A dot
+/// names one write event, and its value never changes (a node takes a new actor id before it
+/// could reuse a dot: after a wipe, a handoff, a collection), so two replicas hold the same
+/// object exactly when they agree on these — and the hash costs O(actors + siblings), not
+/// O(value size): a 1,000-member sorted set costs the same as a counter.
+pub fn entry_hash(key: &[u8], o: &Obj) -> u64 {
+    let mut h = mix(o.vv.0.len() as u64 ^ 0x5151_a1a1_0f0f_7777);
+    for (node, counter) in &o.vv.0 {
+        h = mix(h ^ mix(*node));
+        h = mix(h ^ *counter);
+    }
+    h = mix(h ^ (o.siblings.len() as u64).rotate_left(7));
+    for (d, v) in &o.siblings {
+        h = mix(h ^ mix(d.node));
+        h = mix(h ^ d.counter ^ (u64::from(v.is_none()) << 63));
+    }
+    mix(hash64(key) ^ h.rotate_left(32))
 }
 
-/// Objects are postcard-encoded, as on the transport (JSON would double binary values).
+/// Objects are postcard-encoded, as on the transport (JSON would double binary values) —
+/// through [`wire_obj`], which writes the same bytes as the derived encoding but copies
+/// values whole.
 pub fn encode(o: &Obj) -> Vec<u8> {
-    postcard::to_allocvec(o).unwrap_or_default()
+    postcard::to_allocvec(&ObjSer::of(o)).unwrap_or_default()
 }
 
 pub fn decode(b: &[u8]) -> anyhow::Result<Obj> {
-    Ok(postcard::from_bytes(b)?)
+    Ok(postcard::from_bytes::<ObjDe>(b)?.into())
 }
+
+#[derive(Serialize)]
+struct ObjSer<'a> {
+    vv: &'a VersionVector,
+    siblings: Vec<(Dot, Option<Bin<'a>>)>,
+}
+
+impl<'a> ObjSer<'a> {
+    fn of(o: &'a Obj) -> Self {
+        Self { vv: &o.vv, siblings: o.siblings.iter().map(|(d, v)| (*d, v.as_deref().map(Bin))).collect() }
+    }
+}
+
+#[derive(Deserialize)]
+struct ObjDe {
+    vv: VersionVector,
+    siblings: Vec<(Dot, Option<BinBuf>)>,
+}
+
+impl From<ObjDe> for Obj {
+    fn from(o: ObjDe) -> Obj {
+        Obj { vv: o.vv, siblings: o.siblings.into_iter().map(|(d, v)| (d, v.map(|b| b.0))).collect() }
+    }
+}
+
+/// `#[serde(with = "crate::replica::wire_obj")]`: an object in the derived encoding, with its
+/// values copied whole (see `basalt_ring::bin`).
+pub mod wire_obj {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Obj, ObjDe, ObjSer};
+
+    pub fn serialize<S: Serializer>(o: &Obj, s: S) -> Result<S::Ok, S::Error> {
+        ObjSer::of(o).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Obj, D::Error> {
+        Ok(ObjDe::deserialize(d)?.into())
+    }
+}
+
+/// An object on the transport, encoded as [`wire_obj`] does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireObj(#[serde(with = "wire_obj")] pub Obj);
 
 /// A causal context on the wire (what an HTTP client holds between a read and a write).
 pub fn encode_vv(vv: &basalt_ring::dvv::VersionVector) -> Vec<u8> {
@@ -58,9 +172,39 @@ pub fn decode_vv(b: &[u8]) -> anyhow::Result<basalt_ring::dvv::VersionVector> {
     Ok(postcard::from_bytes(b)?)
 }
 
+/// One object being changed under its stripe lock: what it was (its entry hash, if stored) and
+/// what it is now.
+struct Work {
+    key: Vec<u8>,
+    old_hash: Option<u64>,
+    obj: Obj,
+    /// The object's causal metadata when checked out: if it is the same after the change,
+    /// nothing changed (a dot names one value) and nothing is written.
+    before: Meta,
+}
+
+type Meta = (VersionVector, Vec<(Dot, bool)>);
+
+fn meta(o: &Obj) -> Meta {
+    (o.vv.clone(), o.siblings.iter().map(|(d, v)| (*d, v.is_some())).collect())
+}
+
+impl Work {
+    fn new(key: &[u8], old_hash: Option<u64>, obj: Obj) -> Self {
+        Work { key: key.to_vec(), old_hash, before: meta(&obj), obj }
+    }
+
+    fn changed(&self) -> bool {
+        self.obj.vv != self.before.0
+            || self.obj.siblings.len() != self.before.1.len()
+            || self.obj.siblings.iter().zip(&self.before.1).any(|((d, v), (bd, bv))| d != bd || v.is_some() != *bv)
+    }
+}
+
 impl Replica {
-    /// Open the replica and rebuild the Merkle trees from what is stored.
-    pub fn open(ns: Namespace, partition_bits: u32) -> anyhow::Result<Self> {
+    /// Open the replica and rebuild the Merkle trees from what is stored. Up to
+    /// `cache_bytes_max` of decoded objects are kept in memory (0: none).
+    pub fn open(ns: Namespace, partition_bits: u32, cache_bytes_max: usize) -> anyhow::Result<Self> {
         let mut trees = vec![Merkle::new(MERKLE_DEPTH); 1 << partition_bits];
         let mut tombstones = std::collections::BTreeSet::new();
         for (k, v) in ns.scan_prefix([])? {
@@ -69,60 +213,144 @@ impl Replica {
             }
             let p = u32::from(u16::from_be_bytes([k[0], k[1]]));
             let key = &k[2..];
-            if decode(&v)?.is_deleted() {
+            let o = decode(&v)?;
+            if o.is_deleted() {
                 tombstones.insert(key.to_vec());
             }
             let t = &mut trees[p as usize];
             let b = t.bucket(hash64(key), partition_bits);
-            t.add(b, entry_hash(key, &v));
+            t.add(b, entry_hash(key, &o));
         }
         let stripes = (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Ok(Self { ns, partition_bits, trees: Mutex::new(trees), tombstones: Mutex::new(tombstones), stripes })
+        let cache = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        Ok(Self {
+            ns,
+            partition_bits,
+            trees: Mutex::new(trees),
+            tombstones: Mutex::new(tombstones),
+            stripes,
+            cache,
+            shard_bytes_max: cache_bytes_max / SHARDS,
+        })
     }
 
     pub fn partition_of(&self, key: &[u8]) -> u32 {
         (hash64(key) >> (64 - self.partition_bits)) as u32
     }
 
-    /// The stored object, if any (an empty object is not stored).
-    pub fn get_stored(&self, key: &[u8]) -> anyhow::Result<Option<Obj>> {
+    fn stripe_of(key: &[u8]) -> usize {
+        (hash64(key) as usize) % STRIPES
+    }
+
+    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
+        self.cache[Self::stripe_of(key) % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn load(&self, key: &[u8]) -> anyhow::Result<Option<Obj>> {
         let p = self.partition_of(key);
         self.ns.get(store_key(p, key))?.map(|b| decode(&b)).transpose()
     }
 
+    /// The stored object, if any (an empty object is not stored). From the cache when it holds
+    /// the key; otherwise from the store, caching it if no writer holds the key's stripe (a
+    /// writer may be about to change it, and the cache must never hold an old version).
+    pub fn get_shared(&self, key: &[u8]) -> anyhow::Result<Option<Arc<Obj>>> {
+        if let Some(s) = self.shard(key).map.get(key) {
+            return Ok(Some(s.obj.clone()));
+        }
+        let Ok(_g) = self.stripes[Self::stripe_of(key)].try_lock() else {
+            return Ok(self.load(key)?.map(Arc::new));
+        };
+        let Some(o) = self.load(key)? else { return Ok(None) };
+        let o = Arc::new(o);
+        self.cache_put(key, o.clone(), None);
+        Ok(Some(o))
+    }
+
+    /// The stored object, if any (an empty object is not stored).
+    pub fn get_stored(&self, key: &[u8]) -> anyhow::Result<Option<Obj>> {
+        Ok(self.get_shared(key)?.map(Arc::unwrap_or_clone))
+    }
+
     pub fn get(&self, key: &[u8]) -> anyhow::Result<Obj> {
-        let p = self.partition_of(key);
-        Ok(match self.ns.get(store_key(p, key))? {
-            Some(b) => decode(&b)?,
-            None => Obj::default(),
+        Ok(self.get_stored(key)?.unwrap_or_default())
+    }
+
+    /// Whether a write holds `key`'s stripe right now (a hint: it may change at once).
+    pub fn busy(&self, key: &[u8]) -> bool {
+        self.stripes[Self::stripe_of(key)].try_lock().is_err()
+    }
+
+    fn cache_put(&self, key: &[u8], obj: Arc<Obj>, hash: Option<u64>) {
+        if self.shard_bytes_max == 0 {
+            return;
+        }
+        let hash = hash.unwrap_or_else(|| entry_hash(key, &obj));
+        let bytes =
+            key.len() + 64 + obj.siblings.iter().map(|(_, v)| v.as_ref().map_or(16, |v| v.len() + 16)).sum::<usize>();
+        self.shard(key).put(key, Slot { obj, hash, bytes }, self.shard_bytes_max);
+    }
+
+    /// Take `key`'s object out for a change (the caller holds the key's stripe lock). It leaves
+    /// the cache, so readers go to the store, which still has the old version until the change
+    /// is written.
+    fn checkout(&self, key: &[u8]) -> anyhow::Result<Work> {
+        if let Some(s) = self.shard(key).take(key) {
+            return Ok(Work::new(key, Some(s.hash), Arc::unwrap_or_clone(s.obj)));
+        }
+        Ok(match self.load(key)? {
+            Some(o) => Work::new(key, Some(entry_hash(key, &o)), o),
+            None => Work::new(key, None, Obj::default()),
         })
     }
 
-    fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
-        &self.stripes[(hash64(key) as usize) % STRIPES]
-    }
-
-    /// Store `new` in place of `old` (whose encoding was `old_enc`), keeping the tree in step.
-    fn replace(&self, key: &[u8], old_enc: Option<&[u8]>, new: &Obj) -> anyhow::Result<()> {
-        let p = self.partition_of(key);
-        let enc = encode(new);
-        self.ns.put(store_key(p, key), &enc)?;
-        {
-            let mut t = self.tombstones.lock().unwrap_or_else(|e| e.into_inner());
-            if new.is_deleted() {
-                t.insert(key.to_vec());
-            } else if !t.is_empty() {
-                t.remove(key);
+    /// Write changed objects to the store in one batch (atomic, one journal write), then keep
+    /// the trees, the tombstone set and the cache in step. The caller holds their stripe locks.
+    fn commit(&self, works: Vec<Work>) -> anyhow::Result<Vec<Arc<Obj>>> {
+        let puts: Vec<(Vec<u8>, Vec<u8>)> = works
+            .iter()
+            .filter(|w| w.changed())
+            .map(|w| (store_key(self.partition_of(&w.key), &w.key), encode(&w.obj)))
+            .collect();
+        match puts.as_slice() {
+            [] => {}
+            [(k, v)] => self.ns.put(k, v)?,
+            _ => self.ns.write_batch(&puts, &[])?,
+        }
+        let mut out = Vec::with_capacity(works.len());
+        for w in works {
+            if !w.changed() {
+                let obj = Arc::new(w.obj);
+                if w.old_hash.is_some() {
+                    self.cache_put(&w.key, obj.clone(), w.old_hash);
+                }
+                out.push(obj);
+                continue;
             }
+            let p = self.partition_of(&w.key);
+            let new_hash = entry_hash(&w.key, &w.obj);
+            {
+                let mut t = self.tombstones.lock().unwrap_or_else(|e| e.into_inner());
+                if w.obj.is_deleted() {
+                    t.insert(w.key.clone());
+                } else if !t.is_empty() {
+                    t.remove(&w.key);
+                }
+            }
+            {
+                let mut trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
+                let t = &mut trees[p as usize];
+                let b = t.bucket(hash64(&w.key), self.partition_bits);
+                if let Some(h) = w.old_hash {
+                    t.remove(b, h);
+                }
+                t.add(b, new_hash);
+            }
+            let obj = Arc::new(w.obj);
+            self.cache_put(&w.key, obj.clone(), Some(new_hash));
+            out.push(obj);
         }
-        let mut trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
-        let t = &mut trees[p as usize];
-        let b = t.bucket(hash64(key), self.partition_bits);
-        if let Some(o) = old_enc {
-            t.remove(b, entry_hash(key, o));
-        }
-        t.add(b, entry_hash(key, &enc));
-        Ok(())
+        Ok(out)
     }
 
     /// A write coordinated here: a new dot from `actor`, superseding what `ctx` covers (or, with
@@ -144,54 +372,107 @@ impl Replica {
 
     /// Read-modify-write of one object under its lock; durable when it returns.
     pub async fn update(&self, key: &[u8], f: impl FnOnce(&mut Obj) -> anyhow::Result<()>) -> anyhow::Result<Obj> {
-        let _g = self.stripe(key).lock().await;
-        let p = self.partition_of(key);
-        let old = self.ns.get(store_key(p, key))?;
-        let mut o = match &old {
-            Some(b) => decode(b)?,
-            None => Obj::default(),
-        };
-        f(&mut o)?;
-        self.replace(key, old.as_deref(), &o)?;
-        drop(_g);
+        let obj = self.update_shared(key, f).await?;
+        Ok(Arc::unwrap_or_clone(obj))
+    }
+
+    /// `update`, answering the object as the cache shares it (no copy).
+    pub async fn update_shared(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&mut Obj) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Arc<Obj>> {
+        let mut f = Some(f);
+        let mut out = self.update_batch(&[key], |_, o| f.take().map_or(Ok(()), |f| f(o))).await?;
+        out.pop().ok_or_else(|| anyhow::anyhow!("update_batch answered nothing"))
+    }
+
+    /// Read-modify-writes of several keys as one: `f(i, object)` runs for each `keys[i]` in
+    /// order (a key named twice sees its earlier change), all under the keys' stripe locks
+    /// (taken in stripe order, so batches never deadlock); the changed objects are written in
+    /// one store batch and synced once. Answers each key's object after its own change — for
+    /// a key named twice, the later one. Durable when it returns.
+    pub async fn update_batch<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        f: impl FnMut(usize, &mut Obj) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Vec<Arc<Obj>>> {
+        let out = self.update_batch_unsynced(keys, f).await?;
         self.ns.sync().await?;
-        Ok(o)
+        Ok(out)
+    }
+
+    /// Wait until every write made so far is as durable as the node's fsync policy promises.
+    pub async fn sync(&self) -> anyhow::Result<()> {
+        Ok(self.ns.sync().await?)
+    }
+
+    /// [`Replica::update_batch`] without the sync: the caller must [`Replica::sync`] before it
+    /// acknowledges anything (so whoever batches writes never waits for a disk flush itself).
+    pub async fn update_batch_unsynced<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        mut f: impl FnMut(usize, &mut Obj) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Vec<Arc<Obj>>> {
+        let mut idx: Vec<usize> = keys.iter().map(|k| Self::stripe_of(k.as_ref())).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        let mut guards = Vec::with_capacity(idx.len());
+        for i in idx {
+            guards.push(self.stripes[i].lock().await);
+        }
+        let mut works: Vec<Work> = Vec::new();
+        let mut slot_of = Vec::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            let k = k.as_ref();
+            let w = match works.iter().position(|w| w.key == k) {
+                Some(w) => w,
+                None => {
+                    works.push(self.checkout(k)?);
+                    works.len() - 1
+                }
+            };
+            slot_of.push(w);
+            f(i, &mut works[w].obj)?;
+        }
+        let objs = self.commit(works)?;
+        drop(guards);
+        Ok(slot_of.into_iter().map(|w| objs[w].clone()).collect())
     }
 
     /// Merge another replica's object in. Answers the merged object and whether it changed.
     pub async fn merge(&self, key: &[u8], other: &Obj) -> anyhow::Result<(Obj, bool)> {
-        let _g = self.stripe(key).lock().await;
-        let p = self.partition_of(key);
-        let old = self.ns.get(store_key(p, key))?;
-        let mut o = match &old {
-            Some(b) => decode(b)?,
-            None => Obj::default(),
-        };
-        let before = o.clone();
-        o.merge(other);
-        if o == before && old.is_some() {
+        let g = self.stripes[Self::stripe_of(key)].lock().await;
+        let mut w = self.checkout(key)?;
+        if w.old_hash.is_some() && w.obj.contains(other) {
+            let o = w.obj.clone();
+            self.cache_put(key, Arc::new(w.obj), w.old_hash);
             return Ok((o, false));
         }
-        self.replace(key, old.as_deref(), &o)?;
-        drop(_g);
+        w.obj.merge(other);
+        let o = w.obj.clone();
+        self.commit(vec![w])?;
+        drop(g);
         self.ns.sync().await?;
         Ok((o, true))
     }
 
     /// Drop a key this node no longer replicates, if it still holds exactly `expected`.
     pub async fn remove_if(&self, key: &[u8], expected: &Obj) -> anyhow::Result<bool> {
-        let _g = self.stripe(key).lock().await;
-        let p = self.partition_of(key);
-        let Some(old) = self.ns.get(store_key(p, key))? else { return Ok(false) };
-        if decode(&old)? != *expected {
+        let _g = self.stripes[Self::stripe_of(key)].lock().await;
+        let w = self.checkout(key)?;
+        let Some(old_hash) = w.old_hash else { return Ok(false) };
+        if w.obj != *expected {
+            self.cache_put(key, Arc::new(w.obj), Some(old_hash));
             return Ok(false);
         }
+        let p = self.partition_of(key);
         self.ns.delete(store_key(p, key))?;
         self.tombstones.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         let mut trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
         let t = &mut trees[p as usize];
         let b = t.bucket(hash64(key), self.partition_bits);
-        t.remove(b, entry_hash(key, &old));
+        t.remove(b, old_hash);
         Ok(true)
     }
 

@@ -70,6 +70,172 @@ fn score_frame(d: f64) -> Frame {
     Frame::Double(d)
 }
 
+/// A command that is one write to one key (most write commands), parsed: run alone through
+/// [`KvService::write`], or with its neighbours in a pipeline through
+/// [`KvService::write_batch`]. `Reply` is a command refused before it touches the store
+/// (wrong arity, syntax, a bad number): it answers at its place in the pipeline.
+pub enum Planned {
+    Write { key: Bytes, op: WriteOp, shape: Shape },
+    Reply(Frame),
+}
+
+/// How a planned write's reply is shown.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    Plain,
+    /// SETNX: 1 if set, else 0.
+    SetNx,
+    /// HMSET: `OK` unless an error.
+    HmSet,
+}
+
+impl Shape {
+    pub fn finish(self, r: Result<Reply, RingError>) -> Frame {
+        match (self, r) {
+            (_, Err(e)) => ring_err(e),
+            (Shape::Plain, Ok(r)) => reply_frame(r),
+            (Shape::SetNx, Ok(r)) => Frame::Integer(i64::from(r == Reply::Ok)),
+            (Shape::HmSet, Ok(_)) => Frame::ok(),
+        }
+    }
+}
+
+impl Planned {
+    fn write(key: &Bytes, op: WriteOp) -> Self {
+        Planned::Write { key: key.clone(), op, shape: Shape::Plain }
+    }
+}
+
+/// Parse `cmd` (upper case) with arguments `a` if it is a one-key write; None otherwise.
+pub fn plan(svc: &KvService, cmd: &str, a: &[Bytes]) -> Option<Planned> {
+    let n = a.len();
+    let fail = |f: Frame| Some(Planned::Reply(f));
+    macro_rules! need {
+        ($cond:expr) => {
+            if !($cond) {
+                return fail(arity(cmd));
+            }
+        };
+    }
+    let w = |key: &Bytes, op: WriteOp| Some(Planned::write(key, op));
+    match cmd {
+        "SET" => {
+            need!(n >= 2);
+            let mut cond = Cond::Always;
+            let mut ttl = Ttl::Clear;
+            let mut get = false;
+            let mut i = 2;
+            while i < n {
+                let opt = upper(&a[i]);
+                match opt.as_str() {
+                    "NX" if cond == Cond::Always => cond = Cond::Nx,
+                    "XX" if cond == Cond::Always => cond = Cond::Xx,
+                    "GET" => get = true,
+                    "KEEPTTL" if ttl == Ttl::Clear => ttl = Ttl::Keep,
+                    "EX" | "PX" | "EXAT" | "PXAT" if ttl == Ttl::Clear && i + 1 < n => {
+                        let Some(v) = int_arg(&a[i + 1]) else { return fail(not_int()) };
+                        if v <= 0 {
+                            return fail(Frame::err("ERR invalid expire time in 'set' command"));
+                        }
+                        let v = v as u64;
+                        let now = svc.now_ms();
+                        ttl = Ttl::At(match opt.as_str() {
+                            "EX" => now.saturating_add(v.saturating_mul(1000)),
+                            "PX" => now.saturating_add(v),
+                            "EXAT" => v.saturating_mul(1000),
+                            _ => v,
+                        });
+                        i += 1;
+                    }
+                    _ => return fail(syntax()),
+                }
+                i += 1;
+            }
+            w(&a[0], WriteOp::Set { value: a[1].to_vec(), ttl, cond, get })
+        }
+        "SETNX" => {
+            need!(n == 2);
+            let op = WriteOp::Set { value: a[1].to_vec(), ttl: Ttl::Clear, cond: Cond::Nx, get: false };
+            Some(Planned::Write { key: a[0].clone(), op, shape: Shape::SetNx })
+        }
+        "GETDEL" => {
+            need!(n == 1);
+            w(&a[0], WriteOp::GetDel)
+        }
+        "DEL" | "UNLINK" if n == 1 => w(&a[0], WriteOp::Del),
+        "INCR" | "DECR" => {
+            need!(n == 1);
+            w(&a[0], WriteOp::IncrBy(if cmd == "INCR" { 1 } else { -1 }))
+        }
+        "INCRBY" | "DECRBY" => {
+            need!(n == 2);
+            let Some(by) = int_arg(&a[1]) else { return fail(not_int()) };
+            let by = if cmd == "INCRBY" { Some(by) } else { by.checked_neg() };
+            let Some(by) = by else { return fail(Frame::err(model::OVERFLOW)) };
+            w(&a[0], WriteOp::IncrBy(by))
+        }
+        "INCRBYFLOAT" => {
+            need!(n == 2);
+            let Some(by) = model::parse_f64(&a[1]) else { return fail(Frame::err(model::NOT_FLOAT)) };
+            w(&a[0], WriteOp::IncrByFloat(by))
+        }
+        "APPEND" => {
+            need!(n == 2);
+            w(&a[0], WriteOp::Append(a[1].to_vec()))
+        }
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => {
+            need!(n == 2);
+            let Some(v) = int_arg(&a[1]) else { return fail(not_int()) };
+            let now = svc.now_ms() as i64;
+            let at = match cmd {
+                "EXPIRE" => now.saturating_add(v.saturating_mul(1000)),
+                "PEXPIRE" => now.saturating_add(v),
+                "EXPIREAT" => v.saturating_mul(1000),
+                _ => v,
+            };
+            w(&a[0], WriteOp::Expire(Some(at.max(0) as u64)))
+        }
+        "PERSIST" => {
+            need!(n == 1);
+            w(&a[0], WriteOp::Expire(None))
+        }
+        "HSET" | "HMSET" => {
+            need!(n >= 3 && n % 2 == 1);
+            let pairs = a[1..].chunks(2).map(|p| (p[0].to_vec(), p[1].to_vec())).collect();
+            let shape = if cmd == "HMSET" { Shape::HmSet } else { Shape::Plain };
+            Some(Planned::Write { key: a[0].clone(), op: WriteOp::HSet(pairs), shape })
+        }
+        "HDEL" => {
+            need!(n >= 2);
+            w(&a[0], WriteOp::HDel(a[1..].iter().map(|f| f.to_vec()).collect()))
+        }
+        "HINCRBY" => {
+            need!(n == 3);
+            let Some(by) = int_arg(&a[2]) else { return fail(not_int()) };
+            w(&a[0], WriteOp::HIncrBy(a[1].to_vec(), by))
+        }
+        "ZADD" => Some(zadd(a)),
+        "ZINCRBY" => {
+            need!(n == 3);
+            let Some(by) = model::parse_f64(&a[1]) else { return fail(Frame::err(model::NOT_FLOAT)) };
+            let op = WriteOp::ZAdd {
+                members: vec![(by, a[2].to_vec())],
+                cond: Cond::Always,
+                gt: false,
+                lt: false,
+                ch: false,
+                incr: true,
+            };
+            w(&a[0], op)
+        }
+        "ZREM" => {
+            need!(n >= 2);
+            w(&a[0], WriteOp::ZRem(a[1..].iter().map(|m| m.to_vec()).collect()))
+        }
+        _ => None,
+    }
+}
+
 /// Run one command.
 pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) -> Frame {
     let Some(first) = args.first() else { return Frame::Null };
@@ -87,6 +253,11 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
                 return arity(&cmd);
             }
         };
+    }
+    match plan(svc, &cmd, a) {
+        Some(Planned::Reply(f)) => return f,
+        Some(Planned::Write { key, op, shape }) => return shape.finish(svc.write(&key, op).await),
+        None => {}
     }
     match cmd.as_str() {
         "PING" => match n {
@@ -190,55 +361,6 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
             })
             .await
         }
-        "SET" => {
-            need!(n >= 2);
-            let mut cond = Cond::Always;
-            let mut ttl = Ttl::Clear;
-            let mut get = false;
-            let now = svc.now_ms();
-            let mut i = 2;
-            while i < n {
-                let opt = upper(&a[i]);
-                match opt.as_str() {
-                    "NX" if cond == Cond::Always => cond = Cond::Nx,
-                    "XX" if cond == Cond::Always => cond = Cond::Xx,
-                    "GET" => get = true,
-                    "KEEPTTL" if ttl == Ttl::Clear => ttl = Ttl::Keep,
-                    "EX" | "PX" | "EXAT" | "PXAT" if ttl == Ttl::Clear && i + 1 < n => {
-                        let Some(v) = int_arg(&a[i + 1]) else { return not_int() };
-                        if v <= 0 {
-                            return Frame::err("ERR invalid expire time in 'set' command");
-                        }
-                        let v = v as u64;
-                        ttl = Ttl::At(match opt.as_str() {
-                            "EX" => now.saturating_add(v.saturating_mul(1000)),
-                            "PX" => now.saturating_add(v),
-                            "EXAT" => v.saturating_mul(1000),
-                            _ => v,
-                        });
-                        i += 1;
-                    }
-                    _ => return syntax(),
-                }
-                i += 1;
-            }
-            write(&a[0], WriteOp::Set { value: a[1].to_vec(), ttl, cond, get }).await
-        }
-        "SETNX" => {
-            need!(n == 2);
-            match svc
-                .write(&a[0], WriteOp::Set { value: a[1].to_vec(), ttl: Ttl::Clear, cond: Cond::Nx, get: false })
-                .await
-            {
-                Ok(Reply::Ok) => Frame::Integer(1),
-                Ok(_) => Frame::Integer(0),
-                Err(e) => ring_err(e),
-            }
-        }
-        "GETDEL" => {
-            need!(n == 1);
-            write(&a[0], WriteOp::GetDel).await
-        }
         "MGET" => {
             need!(n >= 1);
             let futs = a.iter().map(|k| {
@@ -260,26 +382,6 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
             });
             let out = futures_util::future::join_all(futs).await;
             out.into_iter().find(|f| matches!(f, Frame::Error(_))).unwrap_or_else(Frame::ok)
-        }
-        "INCR" | "DECR" => {
-            need!(n == 1);
-            write(&a[0], WriteOp::IncrBy(if cmd == "INCR" { 1 } else { -1 })).await
-        }
-        "INCRBY" | "DECRBY" => {
-            need!(n == 2);
-            let Some(by) = int_arg(&a[1]) else { return not_int() };
-            let by = if cmd == "INCRBY" { Some(by) } else { by.checked_neg() };
-            let Some(by) = by else { return Frame::err(model::OVERFLOW) };
-            write(&a[0], WriteOp::IncrBy(by)).await
-        }
-        "INCRBYFLOAT" => {
-            need!(n == 2);
-            let Some(by) = model::parse_f64(&a[1]) else { return Frame::err(model::NOT_FLOAT) };
-            write(&a[0], WriteOp::IncrByFloat(by)).await
-        }
-        "APPEND" => {
-            need!(n == 2);
-            write(&a[0], WriteOp::Append(a[1].to_vec())).await
         }
         "STRLEN" => {
             need!(n == 1);
@@ -308,22 +410,6 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
                 return e.clone();
             }
             Frame::Integer(out.iter().map(|f| if let Frame::Integer(i) = f { *i } else { 0 }).sum())
-        }
-        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => {
-            need!(n == 2);
-            let Some(v) = int_arg(&a[1]) else { return not_int() };
-            let now = svc.now_ms() as i64;
-            let at = match cmd.as_str() {
-                "EXPIRE" => now.saturating_add(v.saturating_mul(1000)),
-                "PEXPIRE" => now.saturating_add(v),
-                "EXPIREAT" => v.saturating_mul(1000),
-                _ => v,
-            };
-            write(&a[0], WriteOp::Expire(Some(at.max(0) as u64))).await
-        }
-        "PERSIST" => {
-            need!(n == 1);
-            write(&a[0], WriteOp::Expire(None)).await
         }
         "TTL" | "PTTL" => {
             need!(n == 1);
@@ -374,12 +460,6 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
             write(&a[0], op).await
         }
         // ---- hashes
-        "HSET" | "HMSET" => {
-            need!(n >= 3 && n % 2 == 1);
-            let pairs = a[1..].chunks(2).map(|p| (p[0].to_vec(), p[1].to_vec())).collect();
-            let r = write(&a[0], WriteOp::HSet(pairs)).await;
-            if cmd == "HMSET" && !matches!(r, Frame::Error(_)) { Frame::ok() } else { r }
-        }
         "HGET" => {
             need!(n == 2);
             let f = a[1].to_vec();
@@ -413,10 +493,6 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
             })
             .await
         }
-        "HDEL" => {
-            need!(n >= 2);
-            write(&a[0], WriteOp::HDel(a[1..].iter().map(|f| f.to_vec()).collect())).await
-        }
         "HLEN" => {
             need!(n == 1);
             read(svc, &a[0], |d| match d {
@@ -426,30 +502,7 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
             })
             .await
         }
-        "HINCRBY" => {
-            need!(n == 3);
-            let Some(by) = int_arg(&a[2]) else { return not_int() };
-            write(&a[0], WriteOp::HIncrBy(a[1].to_vec(), by)).await
-        }
         // ---- sorted sets
-        "ZADD" => zadd(a, &write).await,
-        "ZINCRBY" => {
-            need!(n == 3);
-            let Some(by) = model::parse_f64(&a[1]) else { return Frame::err(model::NOT_FLOAT) };
-            let op = WriteOp::ZAdd {
-                members: vec![(by, a[2].to_vec())],
-                cond: Cond::Always,
-                gt: false,
-                lt: false,
-                ch: false,
-                incr: true,
-            };
-            write(&a[0], op).await
-        }
-        "ZREM" => {
-            need!(n >= 2);
-            write(&a[0], WriteOp::ZRem(a[1..].iter().map(|m| m.to_vec()).collect())).await
-        }
         "ZSCORE" => {
             need!(n == 2);
             let m = a[1].to_vec();
@@ -544,13 +597,10 @@ async fn read(svc: &Arc<KvService>, key: &Bytes, f: impl FnOnce(Option<&Data>) -
     }
 }
 
-async fn zadd<F, Fut>(a: &[Bytes], write: &F) -> Frame
-where
-    F: Fn(&Bytes, WriteOp) -> Fut,
-    Fut: std::future::Future<Output = Frame>,
-{
+fn zadd(a: &[Bytes]) -> Planned {
+    let fail = Planned::Reply;
     if a.len() < 3 {
-        return arity("zadd");
+        return fail(arity("zadd"));
     }
     let (mut cond, mut gt, mut lt, mut ch, mut incr) = (Cond::Always, false, false, false, false);
     let mut i = 1;
@@ -568,20 +618,20 @@ where
     }
     let rest = &a[i..];
     if rest.is_empty() || !rest.len().is_multiple_of(2) {
-        return syntax();
+        return fail(syntax());
     }
     if (cond == Cond::Nx && (gt || lt)) || (gt && lt) {
-        return Frame::err("ERR GT, LT, and/or NX options at the same time are not compatible");
+        return fail(Frame::err("ERR GT, LT, and/or NX options at the same time are not compatible"));
     }
     if incr && rest.len() != 2 {
-        return Frame::err("ERR INCR option supports a single increment-element pair");
+        return fail(Frame::err("ERR INCR option supports a single increment-element pair"));
     }
     let mut members = Vec::new();
     for p in rest.chunks(2) {
-        let Some(s) = model::parse_f64(&p[0]) else { return Frame::err(model::NOT_FLOAT) };
+        let Some(s) = model::parse_f64(&p[0]) else { return fail(Frame::err(model::NOT_FLOAT)) };
         members.push((s, p[1].to_vec()));
     }
-    write(&a[0], WriteOp::ZAdd { members, cond, gt, lt, ch, incr }).await
+    Planned::write(&a[0], WriteOp::ZAdd { members, cond, gt, lt, ch, incr })
 }
 
 fn hello(conn: &mut Conn, a: &[Bytes]) -> Frame {

@@ -35,6 +35,9 @@ pub struct KvSettings {
     /// Read and write quorums per namespace (keys named `<namespace>:…`), e.g.
     /// `[systems.kv.namespaces.cache] r = 1, w = 1`. N is the ring's for every namespace.
     pub namespaces: std::collections::BTreeMap<String, service::NamespaceQuorum>,
+    /// Memory for big hashes and sorted sets kept decoded between writes (so a write changes
+    /// them in place); 0 turns it off.
+    pub decoded_bytes_max: usize,
 }
 
 impl Default for KvSettings {
@@ -44,6 +47,7 @@ impl Default for KvSettings {
             max_bulk_len: 512 * 1024 * 1024,
             max_args: 1024 * 1024,
             namespaces: Default::default(),
+            decoded_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -77,7 +81,13 @@ impl System for KvSystem {
             let n = ring.config.n;
             anyhow::ensure!(q.r <= n && q.w <= n, "systems.kv.namespaces.{name}: r and w must be at most n = {n}");
         }
-        let svc = service::KvService::new((*ring).clone(), identity.node_id, ctx.clock.clone(), config.namespaces);
+        let svc = service::KvService::new(
+            (*ring).clone(),
+            identity.node_id,
+            ctx.clock.clone(),
+            config.namespaces,
+            config.decoded_bytes_max,
+        );
         let (listener, resp_addr) = ctx.listen(&config.resp_addr, "the RESP listener")?;
         ring.membership().publish("resp", resp_addr.clone());
         let limits =

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::commands::{Conn, execute};
+use crate::commands::{Conn, Planned, execute, plan};
 use crate::service::KvService;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -96,6 +96,20 @@ async fn connection(
                 i += run;
                 continue;
             }
+            // A run of one-key writes goes to the store as one batch (one journal write, one
+            // sync), its effects in order; each answers at its place.
+            let mut plans = Vec::new();
+            for args in &batch[i..] {
+                match plan(&svc, &upper(&args[0]), &args[1..]) {
+                    Some(p) => plans.push(p),
+                    None => break,
+                }
+            }
+            if !plans.is_empty() {
+                i += plans.len();
+                write_run(&svc, plans, conn.proto, &mut out).await;
+                continue;
+            }
             let reply = execute(&svc, &mut conn, batch[i].clone()).await;
             encode(&reply, conn.proto, &mut out);
             i += 1;
@@ -113,6 +127,40 @@ async fn connection(
             sock.write_all(&out).await?;
             out.clear();
         }
+    }
+}
+
+fn upper(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_uppercase()
+}
+
+/// Run planned writes in order and encode their replies.
+async fn write_run(svc: &Arc<KvService>, plans: Vec<Planned>, proto: basalt_resp::Proto, out: &mut BytesMut) {
+    if let [Planned::Write { .. }] = plans.as_slice() {
+        let Some(Planned::Write { key, op, shape }) = plans.into_iter().next() else { return };
+        encode(&shape.finish(svc.write(&key, op).await), proto, out);
+        return;
+    }
+    let mut ops = Vec::new();
+    let mut shapes = Vec::with_capacity(plans.len());
+    for p in plans {
+        match p {
+            Planned::Write { key, op, shape } => {
+                ops.push((key.to_vec(), op));
+                shapes.push(Ok(shape));
+            }
+            Planned::Reply(f) => shapes.push(Err(f)),
+        }
+    }
+    let mut results = svc.write_batch(ops).await.into_iter();
+    for s in shapes {
+        let frame = match s {
+            Ok(shape) => shape.finish(
+                results.next().unwrap_or_else(|| Err(basalt_ring_engine::RingError::Internal("no reply".into()))),
+            ),
+            Err(f) => f,
+        };
+        encode(&frame, proto, out);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use basalt_ring::dvv::Dot;
 use basalt_ring::hlc::{Hlc, HlcClock};
 use basalt_ring_engine::{Obj, Quorum, RingError, RingHandle, Updater};
 use serde::{Deserialize, Serialize};
@@ -24,32 +25,147 @@ pub fn decode_entries(obj: &Obj) -> Vec<Entry> {
 
 /// The `kv` updater: resolve the key's entry, apply the operation, and stamp the result after
 /// everything it replaces.
-pub struct KvUpdater;
+///
+/// Big hashes and sorted sets are kept decoded between writes ([`Decoded`]), so a write to one
+/// changes the collection in place instead of decoding, copying and re-building it: what is
+/// left per write is one encoding of the new value (a memory copy's cost) for the store.
+pub struct KvUpdater {
+    decoded: Mutex<Decoded>,
+}
+
+/// Values of at least this many encoded bytes are kept decoded.
+const DECODED_MIN_BYTES: usize = 512;
+
+/// Decoded entries by key, each valid only for the exact sibling it was decoded from: the same
+/// dot, the same stamp (the encoding's first field) and the same encoded length. A dot names
+/// one write, so a stale entry can never be taken for the current one — not even if a store
+/// failure made this node issue a dot twice (the second write has another stamp).
+struct Decoded {
+    map: std::collections::HashMap<Vec<u8>, (Dot, Hlc, usize, Entry)>,
+    bytes: usize,
+    max_bytes: usize,
+    min_bytes: usize,
+}
+
+/// A decoded collection's memory, roughly, from its encoded size.
+fn decoded_cost(len: usize) -> usize {
+    len * 4
+}
+
+impl Decoded {
+    /// The decoded entry of `value`, the object's one sibling, if kept (taken out: the caller
+    /// changes it and puts it back).
+    fn take(&mut self, key: &[u8], dot: Dot, value: &[u8]) -> Option<Entry> {
+        let (d, at, len, _) = self.map.get(key)?;
+        let stamp = postcard::take_from_bytes::<Hlc>(value).ok().map(|(h, _)| h);
+        let valid = *d == dot && *len == value.len() && stamp == Some(*at);
+        let (_, _, len, e) = self.map.remove(key)?;
+        self.bytes -= decoded_cost(len);
+        valid.then_some(e)
+    }
+
+    fn put(&mut self, key: &[u8], dot: Dot, len: usize, e: Entry) {
+        if len < self.min_bytes || decoded_cost(len) > self.max_bytes {
+            return;
+        }
+        if let Some((_, _, old, _)) = self.map.remove(key) {
+            self.bytes -= decoded_cost(old);
+        }
+        while self.bytes + decoded_cost(len) > self.max_bytes {
+            let Some(k) = self.map.keys().next().cloned() else { break };
+            if let Some((_, _, old, _)) = self.map.remove(&k) {
+                self.bytes -= decoded_cost(old);
+            }
+        }
+        self.bytes += decoded_cost(len);
+        self.map.insert(key.to_vec(), (dot, e.at, len, e));
+    }
+}
+
+impl KvUpdater {
+    pub fn new(decoded_bytes_max: usize) -> Self {
+        Self::keeping(decoded_bytes_max, DECODED_MIN_BYTES)
+    }
+
+    fn keeping(max_bytes: usize, min_bytes: usize) -> Self {
+        Self { decoded: Mutex::new(Decoded { map: Default::default(), bytes: 0, max_bytes, min_bytes }) }
+    }
+
+    fn decoded(&self) -> std::sync::MutexGuard<'_, Decoded> {
+        self.decoded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 impl Updater for KvUpdater {
-    fn apply(&self, obj: &mut Obj, actor: u64, arg: &[u8]) -> Result<Vec<u8>, String> {
-        let arg: UpdateArg = postcard::from_bytes(arg).map_err(|e| format!("ERR bad update: {e}"))?;
-        let entries = decode_entries(obj);
-        let cur = model::resolve(&entries);
-        let cur = cur.as_ref();
-        let mut at = arg.at;
-        if let Some(c) = cur
-            && c.at >= at
-        {
-            at = Hlc { wall_ms: c.at.wall_ms, logical: c.at.logical + 1, node: at.node };
-        }
-        let (new, reply) = model::apply(cur, &arg.op, arg.now_ms, at, actor)?;
-        // A delete is a ring tombstone (collectable once every replica has it); it supersedes
-        // what this replica holds, and a write it never saw survives it.
-        if let Some(e) = new {
-            let ctx = obj.vv.clone();
-            let value = match e.data {
-                None => None,
-                Some(_) => Some(postcard::to_allocvec(&e).map_err(|e| e.to_string())?),
+    fn apply(&self, key: &[u8], obj: &mut Obj, actor: u64, arg: &[u8]) -> Result<Vec<u8>, String> {
+        self.apply_many(key, obj, actor, &[arg]).pop().unwrap_or_else(|| Err("ERR no reply".into()))
+    }
+
+    /// The key's operations one after the other on its decoded entry, then one new value (one
+    /// encoding, one dot) if any of them changed it.
+    fn apply_many(&self, key: &[u8], obj: &mut Obj, actor: u64, args: &[&[u8]]) -> Vec<Result<Vec<u8>, String>> {
+        // One live sibling (the usual case): its kept decoding, or decode it alone.
+        let single = match obj.siblings.as_slice() {
+            [(dot, Some(v))] => Some((*dot, v.as_slice())),
+            _ => None,
+        };
+        let kept = single.and_then(|(dot, v)| self.decoded().take(key, dot, v));
+        let mut cur = match (kept, single) {
+            (Some(e), _) => Some(e),
+            (None, Some((_, v))) => postcard::from_bytes::<Entry>(v).ok(),
+            (None, None) => model::resolve(&decode_entries(obj)),
+        };
+        let mut changed = false;
+        let mut out = Vec::with_capacity(args.len());
+        for arg in args {
+            let arg: UpdateArg = match postcard::from_bytes(arg) {
+                Ok(a) => a,
+                Err(e) => {
+                    out.push(Err(format!("ERR bad update: {e}")));
+                    continue;
+                }
             };
-            obj.write(actor, &ctx, value);
+            let mut at = arg.at;
+            if let Some(c) = &cur
+                && c.at >= at
+            {
+                at = Hlc { wall_ms: c.at.wall_ms, logical: c.at.logical + 1, node: at.node };
+            }
+            // An error leaves `cur` as it was (`apply_in_place`'s contract).
+            out.push(model::apply_in_place(&mut cur, &arg.op, arg.now_ms, at, actor).and_then(|(c, reply)| {
+                changed |= c;
+                postcard::to_allocvec(&reply).map_err(|e| e.to_string())
+            }));
         }
-        postcard::to_allocvec(&reply).map_err(|e| e.to_string())
+        match (changed, cur) {
+            // A delete is a ring tombstone (collectable once every replica has it); it
+            // supersedes what this replica holds, and a write it never saw survives it.
+            (true, Some(e)) => {
+                let value = match e.data {
+                    None => None,
+                    Some(_) => match postcard::to_allocvec(&e) {
+                        Ok(v) => Some(v),
+                        Err(err) => return args.iter().map(|_| Err(format!("ERR {err}"))).collect(),
+                    },
+                };
+                let len = value.as_ref().map(Vec::len);
+                let ctx = obj.vv.clone();
+                let dot = obj.write(actor, &ctx, value);
+                if let Some(len) = len {
+                    self.decoded().put(key, dot, len, e);
+                }
+            }
+            (true, None) => {
+                return args.iter().map(|_| Err("ERR internal: a change without an entry".into())).collect();
+            }
+            (false, Some(e)) => {
+                if let Some((dot, v)) = single {
+                    self.decoded().put(key, dot, v.len(), e);
+                }
+            }
+            (false, None) => {}
+        }
+        out
     }
 }
 
@@ -75,8 +191,9 @@ impl KvService {
         node_id: u64,
         clock: basalt_runtime::Clock,
         namespaces: std::collections::BTreeMap<String, NamespaceQuorum>,
+        decoded_bytes_max: usize,
     ) -> Arc<Self> {
-        ring.coord.register(UPDATER, Arc::new(KvUpdater));
+        ring.coord.register(UPDATER, Arc::new(KvUpdater::new(decoded_bytes_max)));
         Arc::new(Self { ring, namespaces, hlc: Mutex::new(HlcClock::new(node_id)), clock })
     }
 
@@ -109,12 +226,36 @@ impl KvService {
         postcard::from_bytes(&bytes).map_err(|e| RingError::Internal(e.to_string()))
     }
 
+    /// Several writes, in order, as one: runs of keys this node coordinates go to the store as
+    /// one batch with one sync (a pipeline's writes). Each answers as [`KvService::write`].
+    pub async fn write_batch(&self, ops: Vec<(Vec<u8>, WriteOp)>) -> Vec<Result<Reply, RingError>> {
+        let mut batch = Vec::with_capacity(ops.len());
+        for (key, op) in ops {
+            let now_ms = self.now_ms();
+            let at = self.stamp();
+            let arg = postcard::to_allocvec(&UpdateArg { op, now_ms, at }).unwrap_or_default();
+            let q = self.quorum(&key);
+            batch.push((key, arg, q));
+        }
+        self.ring
+            .coord
+            .update_batch(UPDATER, batch)
+            .await
+            .into_iter()
+            .map(|r| r.and_then(|b| postcard::from_bytes(&b).map_err(|e| RingError::Internal(e.to_string()))))
+            .collect()
+    }
+
     /// The key's current entry, if it exists now.
     pub async fn read(&self, key: &[u8]) -> Result<Option<Entry>, RingError> {
-        let obj = self.ring.coord.get(key, self.quorum(key)).await?;
-        let entries = decode_entries(&obj);
+        let obj = self.ring.coord.get_shared(key, self.quorum(key)).await?;
         let now = self.now_ms();
-        if let Some(e) = model::resolve(&entries) {
+        // One live sibling (the usual case) is the entry; several are resolved.
+        let current = match obj.siblings.as_slice() {
+            [(_, Some(v))] => postcard::from_bytes::<Entry>(v).ok(),
+            _ => model::resolve(&decode_entries(&obj)),
+        };
+        if let Some(e) = current {
             self.hlc.lock().unwrap_or_else(|e| e.into_inner()).observe(e.at);
             if e.live(now).is_some() {
                 return Ok(Some(e));
@@ -156,5 +297,86 @@ impl KvService {
             }
         }
         keys.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::tests::strategies::any_op;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Op(WriteOp),
+        /// Several operations handed over together (a pipeline, or writers combined).
+        Many(Vec<WriteOp>),
+        /// The engine hands back an earlier object: a write whose store batch failed never
+        /// happened, and the next one reuses its dot.
+        Rollback(usize),
+        /// Another coordinator's write arrives (a sibling) through a merge.
+        Sibling(WriteOp),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => any_op().prop_map(Step::Op),
+            2 => proptest::collection::vec(any_op(), 1..6).prop_map(Step::Many),
+            1 => any::<usize>().prop_map(Step::Rollback),
+            1 => any_op().prop_map(Step::Sibling),
+        ]
+    }
+
+    fn arg(op: WriteOp, i: u64, node: u64) -> Vec<u8> {
+        let at = Hlc { wall_ms: 1000 + i, logical: 0, node };
+        postcard::to_allocvec(&UpdateArg { op, now_ms: 1000 + i / 10, at }).unwrap()
+    }
+
+    proptest! {
+        /// Keeping decodings between writes changes no reply and no object: the same history
+        /// through an updater that keeps every value decoded and one that keeps none — with
+        /// rolled-back writes (reused dots) and concurrent siblings on the way.
+        #[test]
+        fn kept_decodings_change_nothing(steps in proptest::collection::vec(step(), 1..50)) {
+            let kept = KvUpdater::keeping(1 << 20, 0);
+            let plain = KvUpdater::keeping(0, 0);
+            let (mut a, mut b) = (Obj::default(), Obj::default());
+            let mut history = vec![a.clone()];
+            for (i, s) in steps.into_iter().enumerate() {
+                let i = i as u64;
+                match s {
+                    Step::Op(op) => {
+                        let arg = arg(op, i, 1);
+                        let ra = kept.apply(b"k", &mut a, 7, &arg);
+                        let rb = plain.apply(b"k", &mut b, 7, &arg);
+                        prop_assert_eq!(ra, rb);
+                        prop_assert_eq!(&a, &b);
+                    }
+                    Step::Many(ops) => {
+                        // Together through the keeping updater; one at a time through the other:
+                        // the same replies, the same value (the dots differ: one write, not many).
+                        let args: Vec<Vec<u8>> = ops.into_iter().enumerate().map(|(j, op)| arg(op, i * 10 + j as u64, 1)).collect();
+                        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                        let ra = kept.apply_many(b"k", &mut a, 7, &refs);
+                        let rb: Vec<_> = refs.iter().map(|x| plain.apply(b"k", &mut b, 7, x)).collect();
+                        prop_assert_eq!(ra, rb);
+                        prop_assert_eq!(a.values().collect::<Vec<_>>(), b.values().collect::<Vec<_>>());
+                        b = a.clone();
+                    }
+                    Step::Rollback(back) => {
+                        a = history[back % history.len()].clone();
+                        b = a.clone();
+                    }
+                    Step::Sibling(op) => {
+                        let mut other = history[history.len() / 2].clone();
+                        let _ = plain.apply(b"k", &mut other, 9, &arg(op, i, 2));
+                        a.merge(&other);
+                        b.merge(&other);
+                    }
+                }
+                history.push(a.clone());
+            }
+        }
     }
 }
