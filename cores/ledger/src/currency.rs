@@ -142,8 +142,19 @@ impl Serialize for Currency {
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Currency, D::Error> {
-        let code = String::deserialize(deserializer)?;
-        Currency::new(&code).map_err(serde::de::Error::custom)
+        // Borrowed when the format allows: a currency per transfer is read in the hot path, so
+        // no `String` is allocated for it.
+        struct Code;
+        impl serde::de::Visitor<'_> for Code {
+            type Value = Currency;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a three-letter uppercase currency code")
+            }
+            fn visit_str<E: serde::de::Error>(self, code: &str) -> Result<Currency, E> {
+                Currency::new(code).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Code)
     }
 }
 

@@ -428,6 +428,26 @@ fn snapshots_round_trip_and_are_audited() {
 }
 
 #[test]
+fn snapshots_listing_transfers_by_id_still_load() {
+    // Ids against timestamp order, and a failed chain in between (its pushes are undone).
+    let mut l = ledger();
+    assert!(l.apply_transfers(1, &[t(30, 1, 4, 5), t(10, 4, 1, 2)]).iter().all(Result::is_ok));
+    let failed = l.apply_transfers(2, &[t(40, 1, 4, 1).with_linked(), t(41, 5, 4, 9)]);
+    assert_eq!(failed, vec![Err(E::LinkedEventFailed), Err(E::ExceedsCredits)]);
+    assert!(l.apply_transfers(3, &[t(20, 1, 4, 1)]).iter().all(Result::is_ok));
+    let ids = |ts: Vec<&Transfer>| ts.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(l.transfers_of(4, 10, None)), vec![30, 10, 20]);
+    assert_eq!(ids(l.transfers().collect()), vec![30, 10, 20]);
+    // Snapshots written before transfers were kept in timestamp order listed them by id.
+    let mut value: serde_json::Value = serde_json::to_value(&l).unwrap();
+    value["transfers"].as_array_mut().unwrap().sort_by_key(|t| t["id"].as_u64());
+    assert_eq!(value["transfers"][0]["id"], 10);
+    let back: Ledger = serde_json::from_value(value).unwrap();
+    assert_eq!(back, l);
+    assert_eq!(ids(back.transfers_of(1, 10, None)), vec![30, 10, 20]);
+}
+
+#[test]
 fn wire_shapes() {
     let t: NewTransfer = serde_json::from_str(
         r#"{"id": 5, "debit_account_id": 1, "credit_account_id": 2, "amount": 3, "currency": "USD", "code": 1,

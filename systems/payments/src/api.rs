@@ -324,12 +324,18 @@ async fn create_transfers(State(s): Svc, body: Bytes) -> Response {
     }
     let ids: Vec<u128> = transfers.iter().map(|t| t.id).collect();
     match s.transfers(transfers).await {
-        Ok(results) => {
+        Ok(refused) => {
+            let mut results = vec!["ok"; ids.len()];
+            for (index, code) in &refused {
+                if let Some(r) = results.get_mut(*index as usize) {
+                    *r = code;
+                }
+            }
             let out: Vec<ItemResult> = ids
                 .iter()
-                .zip(&results)
+                .zip(results)
                 .enumerate()
-                .map(|(index, (id, r))| ItemResult { index, id: *id, result: r })
+                .map(|(index, (id, result))| ItemResult { index, id: *id, result })
                 .collect();
             json_response(200, json_bytes(&out))
         }
@@ -531,7 +537,7 @@ async fn audit(State(s): Svc) -> Response {
                 "waiters": waiters,
                 "idempotency_keys": m.idempotency_len(),
                 "anomalies": m.anomalies(),
-                "ledger_accounts": m.ledger().accounts().count(),
+                "ledger_accounts": m.ledger().account_count(),
             })
         })
         .await;

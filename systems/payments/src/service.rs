@@ -51,7 +51,7 @@ impl PaymentsSm {
 
 impl StateMachine for PaymentsSm {
     fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
-        let reply = match serde_json::from_slice::<Command>(command) {
+        let reply = match Command::decode(command) {
             Ok(cmd) => self.model.write().unwrap_or_else(|e| e.into_inner()).apply(cmd),
             Err(e) => serde_json::to_vec(&json!({"bad_command": e.to_string()})).unwrap_or_default(),
         };
@@ -71,10 +71,13 @@ impl StateMachine for PaymentsSm {
     }
 }
 
+/// The transfers of a batch that were refused: (index in the batch, error code).
+pub type Refused = Vec<(u32, String)>;
+
 /// A ledger request waiting for the batcher.
 struct LedgerReq {
     transfers: Vec<NewTransfer>,
-    reply: oneshot::Sender<Result<Vec<String>, StripeError>>,
+    reply: oneshot::Sender<Result<Refused, StripeError>>,
 }
 
 pub struct PaymentsService {
@@ -172,7 +175,7 @@ impl PaymentsService {
     /// Propose a command stamped with this node's clock; the reply decoded.
     pub async fn propose<T: DeserializeOwned>(&self, op: Op) -> Result<T, StripeError> {
         let cmd = Command { at_ms: self.clock.now_ms(), op };
-        let bytes = serde_json::to_vec(&cmd).map_err(|e| StripeError::api(500, "internal", e.to_string()))?;
+        let bytes = cmd.encode().map_err(|e| StripeError::api(500, "internal", e))?;
         let reply = self.consensus.propose_batched(SYSTEM, bytes).await.map_err(consensus_err)?;
         serde_json::from_slice(&reply)
             .map_err(|e| StripeError::api(500, "internal", format!("bad reply from the state machine: {e}")))
@@ -494,8 +497,8 @@ impl PaymentsService {
     }
 
     /// Queue a batch of transfers; concurrent batches share one proposal (each stays its own
-    /// batch for linked chains). One result code per transfer.
-    pub async fn transfers(&self, transfers: Vec<NewTransfer>) -> Result<Vec<String>, StripeError> {
+    /// batch for linked chains). The refused transfers with their error codes; the rest are ok.
+    pub async fn transfers(&self, transfers: Vec<NewTransfer>) -> Result<Refused, StripeError> {
         let (reply, rx) = oneshot::channel();
         self.ledger_tx
             .send(LedgerReq { transfers, reply })
@@ -532,7 +535,7 @@ impl PaymentsService {
             let svc = self.clone();
             tokio::spawn(async move {
                 let (parts, replies): (Vec<_>, Vec<_>) = reqs.into_iter().map(|r| (r.transfers, r.reply)).unzip();
-                match svc.propose::<Vec<Vec<String>>>(Op::Transfers(parts)).await {
+                match svc.propose::<Vec<Refused>>(Op::Transfers(parts)).await {
                     Ok(results) => {
                         for (reply, r) in replies.into_iter().zip(results) {
                             let _ = reply.send(Ok(r));

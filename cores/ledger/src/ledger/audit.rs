@@ -1,5 +1,6 @@
-//! [`Ledger::audit`] and snapshots: the state is serialized as its facts (accounts, transfers,
-//! pending statuses, histories) in key order; loading rebuilds the indexes and audits everything.
+//! [`Ledger::audit`] and snapshots: the state is serialized as its facts (accounts by id,
+//! transfers in timestamp order, pending statuses and histories by id); loading rebuilds the
+//! indexes and audits everything.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::model::Side;
-use super::{Account, AuditError, Balances, HistoryEntry, Kind, Ledger, PendingStatus, Transfer, kind};
+use super::{Account, AuditError, Balances, HistoryEntry, Kind, Ledger, PendingStatus, Slot, Transfer, kind};
 
 impl Ledger {
     /// Checks every invariant of the state: balances equal the sum of the transfers (posted
@@ -18,8 +19,12 @@ impl Ledger {
     pub fn audit(&self) -> Result<(), AuditError> {
         let fail = |m: String| Err(AuditError(m));
         let mut sums: BTreeMap<u128, Balances> = BTreeMap::new();
-        for t in self.transfers.values() {
-            if t.timestamp > self.last_timestamp || self.by_timestamp.get(&t.timestamp) != Some(&t.id) {
+        if self.ids.len() != self.transfers.len() {
+            return fail("the transfer index does not match the transfers".to_owned());
+        }
+        for (i, t) in self.transfers.iter().enumerate() {
+            let after_previous = i.checked_sub(1).is_none_or(|p| self.transfers[p].timestamp < t.timestamp);
+            if t.timestamp > self.last_timestamp || !after_previous || self.ids.get(&t.id) != Some(&i) {
                 return fail(format!("transfer {} has a bad timestamp", t.id));
             }
             let pending = match kind(t.flags) {
@@ -29,7 +34,7 @@ impl Ledger {
                 Err(_) => return fail(format!("transfer {} has invalid flags", t.id)),
             };
             for (account, side) in [(t.debit_account_id, Side::Debit), (t.credit_account_id, Side::Credit)] {
-                let Some(a) = self.accounts.get(&account) else {
+                let Some(a) = self.account(account) else {
                     return fail(format!("transfer {} references missing account {account}", t.id));
                 };
                 if a.currency != t.currency {
@@ -43,7 +48,7 @@ impl Ledger {
             }
         }
         let mut totals = [0u128; 4];
-        for a in self.accounts.values() {
+        for a in self.accounts() {
             let b = a.balances();
             if sums.get(&a.id).copied().unwrap_or_default() != b {
                 return fail(format!("account {} balances differ from its transfers", a.id));
@@ -87,18 +92,18 @@ impl Ledger {
             return fail("history of a missing account".to_owned());
         }
         for (&id, status) in &self.pending {
-            let Some(p) = self.transfers.get(&id).filter(|p| p.flags.pending) else {
+            let Some(p) = self.transfer(id).filter(|p| p.flags.pending) else {
                 return fail(format!("pending status for {id}, which is not a pending transfer"));
             };
             let by = match *status {
                 PendingStatus::Pending | PendingStatus::Expired { .. } => None,
                 PendingStatus::Posted { transfer_id } | PendingStatus::Voided { transfer_id } => Some(transfer_id),
             };
-            if by.is_some_and(|by| self.transfers.get(&by).is_none_or(|t| t.pending_id != p.id)) {
+            if by.is_some_and(|by| self.transfer(by).is_none_or(|t| t.pending_id != p.id)) {
                 return fail(format!("pending transfer {id} resolved by a transfer that does not reference it"));
             }
         }
-        for t in self.transfers.values() {
+        for t in &self.transfers {
             if t.flags.pending != self.pending.contains_key(&t.id) {
                 return fail(format!("transfer {} has no pending status", t.id));
             }
@@ -106,7 +111,7 @@ impl Ledger {
                 return fail(format!("transfer {} reverses {} more than once", t.id, t.reversal_of));
             }
         }
-        if self.accounts.values().any(|a| a.created_at > self.last_timestamp) {
+        if self.accounts().any(|a| a.created_at > self.last_timestamp) {
             return fail("an account was created after the last timestamp".to_owned());
         }
         Ok(())
@@ -116,28 +121,45 @@ impl Ledger {
     fn from_snapshot(s: Snapshot) -> Result<Ledger, AuditError> {
         let mut l = Ledger { last_timestamp: s.last_timestamp, ..Ledger::default() };
         for a in s.accounts {
-            if a.id == 0 || a.id == u128::MAX || l.accounts.insert(a.id, a).is_some() {
+            if a.id == 0
+                || a.id == u128::MAX
+                || l.accounts.insert(a.id, Slot { account: a, statement: Vec::new() }).is_some()
+            {
                 return Err(AuditError(format!("invalid or duplicate account id {}", a.id)));
             }
         }
-        for t in s.transfers {
-            if t.id == 0 || t.id == u128::MAX || l.by_timestamp.contains_key(&t.timestamp) {
+        // Transfers are kept in timestamp order (snapshots written before they were listed them
+        // by id).
+        let mut transfers = s.transfers;
+        if !transfers.is_sorted_by_key(|t| t.timestamp) {
+            transfers.sort_unstable_by_key(|t| t.timestamp);
+        }
+        l.transfers.reserve_exact(transfers.len());
+        for t in transfers {
+            if t.id == 0 || t.id == u128::MAX || l.transfers.last().is_some_and(|last| last.timestamp >= t.timestamp) {
                 return Err(AuditError(format!("invalid transfer id or duplicate timestamp {}", t.id)));
             }
             if t.reversal_of != 0 && l.reversed_by.contains_key(&t.reversal_of) {
                 return Err(AuditError(format!("transfer {} reversed twice", t.reversal_of)));
             }
-            l.index(&t);
-            if l.transfers.insert(t.id, t).is_some() {
+            for account in [t.debit_account_id, t.credit_account_id] {
+                let Some(slot) = l.accounts.get_mut(&account) else {
+                    return Err(AuditError(format!("transfer {} references missing account {account}", t.id)));
+                };
+                slot.statement.push(l.transfers.len());
+            }
+            if l.ids.contains_key(&t.id) {
                 return Err(AuditError(format!("duplicate transfer id {}", t.id)));
             }
+            l.index(&t, l.transfers.len());
+            l.transfers.push(t);
         }
         for (id, status) in s.pending {
             if l.pending.insert(id, status).is_some() {
                 return Err(AuditError(format!("duplicate pending status for {id}")));
             }
             if status == PendingStatus::Pending
-                && let Some(at) = l.transfers.get(&id).and_then(Transfer::expires_at)
+                && let Some(at) = l.transfer(id).and_then(Transfer::expires_at)
             {
                 l.expiries.insert((at, id));
             }
@@ -152,7 +174,8 @@ impl Ledger {
     }
 }
 
-/// The serialized form: facts only, in key order.
+/// The serialized form: facts only (transfers in timestamp order; before 2026-11 by id, which
+/// loads too).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Snapshot {
@@ -161,15 +184,6 @@ struct Snapshot {
     transfers: Vec<Transfer>,
     pending: Vec<(u128, PendingStatus)>,
     history: Vec<(u128, Vec<HistoryEntry>)>,
-}
-
-/// Serializes a map's values as a sequence, without copying.
-struct Values<'a, K, V>(&'a BTreeMap<K, V>);
-
-impl<K, V: Serialize> Serialize for Values<'_, K, V> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.values())
-    }
 }
 
 /// Serializes a map's entries as a sequence of pairs, without copying.
@@ -181,12 +195,21 @@ impl<K: Serialize, V: Serialize> Serialize for Entries<'_, K, V> {
     }
 }
 
+/// Serializes the accounts (without their derived statements) as a sequence.
+struct Accounts<'a>(&'a Ledger);
+
+impl Serialize for Accounts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.accounts())
+    }
+}
+
 impl Serialize for Ledger {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Ledger", 5)?;
         st.serialize_field("last_timestamp", &self.last_timestamp)?;
-        st.serialize_field("accounts", &Values(&self.accounts))?;
-        st.serialize_field("transfers", &Values(&self.transfers))?;
+        st.serialize_field("accounts", &Accounts(self))?;
+        st.serialize_field("transfers", &self.transfers)?;
         st.serialize_field("pending", &Entries(&self.pending))?;
         st.serialize_field("history", &Entries(&self.history))?;
         st.end()
