@@ -300,8 +300,17 @@ impl RateLimitService {
             {
                 Ok(d) if d.allowed => {
                     let left = units - cost;
-                    let allowance = Allowance { units: left, expires_ns: now.saturating_add(LEASE_NS), owner: d };
-                    self.allowances.lock().unwrap_or_else(|e| e.into_inner()).insert(id, allowance);
+                    let fresh = Allowance { units: left, expires_ns: now.saturating_add(LEASE_NS), owner: d };
+                    // Requests here may have leased at the same time: add to what another left
+                    // (never overwrite it — its units would be lost), expiring with the older
+                    // lease so no unit outlives its second.
+                    let mut al = self.allowances.lock().unwrap_or_else(|e| e.into_inner());
+                    let merged = match al.get(&id) {
+                        Some(a) if a.expires_ns > now => Allowance { units: a.units + left, owner: d, ..*a },
+                        _ => fresh,
+                    };
+                    al.insert(id, merged);
+                    drop(al);
                     let mut ans = answer(r, Decision { remaining: d.remaining.saturating_add(left), ..d });
                     ans.owner = Some(owner_id);
                     return Ok(ans);
