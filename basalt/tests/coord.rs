@@ -461,7 +461,8 @@ async fn etcdctl_moves_the_leader_and_removes_a_member() {
     }
     let all = addrs.join(",");
     let target = (1..=3).find(|id| *id != leader).unwrap();
-    let out = etcdctl(&all, &["move-leader", &format!("{target:x}")]);
+    // Generous timeouts: a leader change on a loaded machine can take longer than etcdctl's 5 s.
+    let out = etcdctl(&all, &["--command-timeout=30s", "move-leader", &format!("{target:x}")]);
     assert!(out.contains("Leadership transferred"), "{out}");
     c.wait_for("the new leader", || async { c.leader().await == target }).await;
 
@@ -478,10 +479,10 @@ async fn etcdctl_moves_the_leader_and_removes_a_member() {
     );
 
     // Remove the old leader (now a follower); two members stay, and writes go on.
-    let out = etcdctl(&addrs[target - 1], &["member", "remove", &format!("{leader:x}")]);
+    let out = etcdctl(&addrs[target - 1], &["--command-timeout=30s", "member", "remove", &format!("{leader:x}")]);
     assert!(out.contains("removed from cluster"), "{out}");
     let list = etcdctl(&addrs[target - 1], &["member", "list"]);
     assert_eq!(list.lines().count(), 2, "{list}");
     assert!(!list.contains(&format!("basalt-{leader},")), "{list}");
-    assert_eq!(etcdctl(&addrs[target - 1], &["put", "after", "removal"]), "OK");
+    assert_eq!(etcdctl(&addrs[target - 1], &["--command-timeout=30s", "put", "after", "removal"]), "OK");
 }
