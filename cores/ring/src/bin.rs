@@ -2,85 +2,20 @@
 //!
 //! A `Vec<u8>` derives `Serialize` as a sequence, so postcard writes it one element at a time
 //! (and JSON as an array of numbers). postcard writes a sequence of `u8` as its length (varint)
-//! and the raw bytes — exactly what it writes for `serialize_bytes` — so these helpers give the
-//! same encoding byte for byte, at `memcpy` speed instead of a call per byte (property-tested
-//! against the derived encoding). Values on the ring (a 1,000-member sorted set is ~20 KB) go
-//! through them on every write.
+//! and the raw bytes — exactly what it writes for `serialize_bytes` — so bytes through
+//! `serde_bytes` give the same encoding byte for byte, at `memcpy` speed instead of a call per
+//! byte (property-tested against the derived encoding). Values on the ring (a 1,000-member
+//! sorted set is ~20 KB) go through them on every write. `serde_bytes` covers single byte
+//! strings (`Bytes`, `ByteBuf`, `#[serde(with = "serde_bytes")]`); this module adds the maps
+//! keyed by byte strings that the kv system's hashes and sorted sets are.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
-
-/// Borrowed bytes, serialized with `serialize_bytes`.
-pub struct Bin<'a>(pub &'a [u8]);
-
-impl Serialize for Bin<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
-/// Owned bytes, deserialized from bytes (or, for formats that write them so, a sequence).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct BinBuf(pub Vec<u8>);
-
-impl Serialize for BinBuf {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-struct BinVisitor;
-
-impl<'de> Visitor<'de> for BinVisitor {
-    type Value = BinBuf;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a byte string")
-    }
-
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<BinBuf, E> {
-        Ok(BinBuf(v.to_vec()))
-    }
-
-    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<BinBuf, E> {
-        Ok(BinBuf(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<BinBuf, E> {
-        Ok(BinBuf(v.as_bytes().to_vec()))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BinBuf, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-        while let Some(b) = seq.next_element::<u8>()? {
-            out.push(b);
-        }
-        Ok(BinBuf(out))
-    }
-}
-
-impl<'de> Deserialize<'de> for BinBuf {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BinBuf, D::Error> {
-        d.deserialize_byte_buf(BinVisitor)
-    }
-}
-
-/// `#[serde(with = "basalt_ring::bin::bytes")]` for a `Vec<u8>` field.
-pub mod bytes {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        Ok(BinBuf::deserialize(d)?.0)
-    }
-}
+pub use serde_bytes::{ByteBuf, Bytes};
 
 /// `#[serde(with = "basalt_ring::bin::keyed")]` for a `BTreeMap<Vec<u8>, V>` field.
 pub mod keyed {
@@ -89,7 +24,7 @@ pub mod keyed {
     pub fn serialize<V: Serialize, S: Serializer>(m: &BTreeMap<Vec<u8>, V>, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(m.len()))?;
         for (k, v) in m {
-            map.serialize_entry(&Bin(k), v)?;
+            map.serialize_entry(Bytes::new(k), v)?;
         }
         map.end()
     }
@@ -105,8 +40,8 @@ pub mod keyed {
 
         fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
             let mut out = BTreeMap::new();
-            while let Some((k, v)) = access.next_entry::<BinBuf, V>()? {
-                out.insert(k.0, v);
+            while let Some((k, v)) = access.next_entry::<ByteBuf, V>()? {
+                out.insert(k.into_vec(), v);
             }
             Ok(out)
         }
@@ -124,14 +59,14 @@ pub mod values {
     pub fn serialize<S: Serializer>(m: &BTreeMap<Vec<u8>, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(m.len()))?;
         for (k, v) in m {
-            map.serialize_entry(&Bin(k), &Bin(v))?;
+            map.serialize_entry(Bytes::new(k), Bytes::new(v))?;
         }
         map.end()
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, D::Error> {
-        let m: BTreeMap<Vec<u8>, BinBuf> = keyed::deserialize(d)?;
-        Ok(m.into_iter().map(|(k, v)| (k, v.0)).collect())
+        let m: BTreeMap<Vec<u8>, ByteBuf> = keyed::deserialize(d)?;
+        Ok(m.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
     }
 }
 
@@ -151,13 +86,13 @@ mod tests {
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Fast {
-        #[serde(with = "bytes")]
+        #[serde(with = "serde_bytes")]
         a: Vec<u8>,
         #[serde(with = "keyed")]
         m: BTreeMap<Vec<u8>, f64>,
         #[serde(with = "values")]
         h: BTreeMap<Vec<u8>, Vec<u8>>,
-        o: Option<BinBuf>,
+        o: Option<ByteBuf>,
     }
 
     proptest! {
@@ -170,7 +105,7 @@ mod tests {
             o in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
         ) {
             let plain = Plain { a: a.clone(), m: m.clone(), h: h.clone(), o: o.clone() };
-            let fast = Fast { a, m, h, o: o.map(BinBuf) };
+            let fast = Fast { a, m, h, o: o.map(ByteBuf::from) };
             let pb = postcard::to_allocvec(&plain).unwrap();
             let fb = postcard::to_allocvec(&fast).unwrap();
             prop_assert_eq!(&pb, &fb);

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use basalt_ring::bin::{Bin, BinBuf};
+use basalt_ring::bin::{ByteBuf, Bytes};
 use basalt_ring::dvv::{Dot, Object, VersionVector};
 use basalt_ring::hash::{hash64, mix};
 use basalt_ring::merkle::Merkle;
@@ -122,24 +122,24 @@ pub fn decode(b: &[u8]) -> anyhow::Result<Obj> {
 #[derive(Serialize)]
 struct ObjSer<'a> {
     vv: &'a VersionVector,
-    siblings: Vec<(Dot, Option<Bin<'a>>)>,
+    siblings: Vec<(Dot, Option<&'a Bytes>)>,
 }
 
 impl<'a> ObjSer<'a> {
     fn of(o: &'a Obj) -> Self {
-        Self { vv: &o.vv, siblings: o.siblings.iter().map(|(d, v)| (*d, v.as_deref().map(Bin))).collect() }
+        Self { vv: &o.vv, siblings: o.siblings.iter().map(|(d, v)| (*d, v.as_deref().map(Bytes::new))).collect() }
     }
 }
 
 #[derive(Deserialize)]
 struct ObjDe {
     vv: VersionVector,
-    siblings: Vec<(Dot, Option<BinBuf>)>,
+    siblings: Vec<(Dot, Option<ByteBuf>)>,
 }
 
 impl From<ObjDe> for Obj {
     fn from(o: ObjDe) -> Obj {
-        Obj { vv: o.vv, siblings: o.siblings.into_iter().map(|(d, v)| (d, v.map(|b| b.0))).collect() }
+        Obj { vv: o.vv, siblings: o.siblings.into_iter().map(|(d, v)| (d, v.map(ByteBuf::into_vec))).collect() }
     }
 }
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// Byte strings go through `basalt_ring::bin` (the derived encoding, copied whole).
 pub enum Data {
-    Str(#[serde(with = "basalt_ring::bin::bytes")] Vec<u8>),
+    Str(#[serde(with = "serde_bytes")] Vec<u8>),
     Counter(Counter),
     /// A `CL.THROTTLE` key: a GCRA limiter's state (the theoretical arrival time).
     Throttle(basalt_ratelimit_core::GcraState),
