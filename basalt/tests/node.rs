@@ -42,6 +42,16 @@ fn bad_config_is_a_clear_error_not_a_panic() {
     let out = Command::new(EXE).args(["serve", "--http-addr", "not-an-addr", "--print-config"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("http_addr"));
+    // The rate-limit layer's key and the RLS listener are checked before anything starts.
+    for (args, names) in [
+        (&["--set", "http.rate_limit.key=\"cookie\""][..], "http.rate_limit.key"),
+        (&["--rls-addr", "nowhere"][..], "systems.ratelimit.grpc_addr"),
+    ] {
+        let out = Command::new(EXE).args(["serve", "--print-config"]).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(names) && !err.contains("panicked"), "{args:?}: {err}");
+    }
 }
 
 #[test]

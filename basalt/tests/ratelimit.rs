@@ -236,7 +236,10 @@ async fn descriptors_envoy_rls_and_the_http_layer() {
     // A hierarchy: 5 per tenant, 2 per API key within it.
     let d = |keys: &[&str]| json!({"keys": keys});
     assert_eq!(put_rule(&url, "tenant", json!({"limiter": window(5), "descriptor": d(&["tenant"])})).await.0, 200);
-    let (s, b) = put_rule(&url, "key", json!({"limiter": window(2), "descriptor": d(&["tenant", "api_key"])})).await;
+    // `overrides` name a level's joined key: acme's `vip` key gets 3.
+    let rule =
+        json!({"limiter": window(2), "descriptor": d(&["tenant", "api_key"]), "overrides": {"acme/vip": window(3)}});
+    let (s, b) = put_rule(&url, "key", rule).await;
     assert_eq!(s, 200, "{b}");
     let (s, b) = put_rule(&url, "dup", json!({"limiter": window(9), "descriptor": d(&["tenant"])})).await;
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_rule")), "{b}");
@@ -260,6 +263,11 @@ async fn descriptors_envoy_rls_and_the_http_layer() {
     assert_eq!((s, b["levels"][0]["remaining"].as_u64()), (200, Some(0)), "{b}");
     let (s, b) = desc("k4").await;
     assert_eq!((s, b["binding"].as_str()), (429, Some("tenant")), "{b}");
+    let (_, b) = desc("vip").await;
+    assert_eq!((b["levels"][1]["key"].as_str(), b["levels"][1]["limit"].as_u64()), (Some("acme/vip"), Some(3)), "{b}");
+    let too_long: Vec<[String; 2]> = (0..17).map(|i| [format!("k{i}"), "v".into()]).collect();
+    let (s, b) = send(client().post(format!("{url}/v1/ratelimit/check")).json(&json!({"descriptor": too_long}))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_descriptor")), "{b}");
     for bad in [
         json!({"descriptor": []}),
         json!({"rule": "tenant"}),
@@ -273,31 +281,48 @@ async fn descriptors_envoy_rls_and_the_http_layer() {
     let rls = send(client().get(format!("{url}/v1/ratelimit"))).await.1["grpc_addr"].as_str().unwrap().to_owned();
     let rule = json!({"limiter": window(1), "descriptor": {"domain": "envoy", "keys": ["remote_address"]}});
     assert_eq!(put_rule(&url, "per_ip", rule).await.0, 200);
+    let rule = json!({"limiter": window(3), "descriptor": {"domain": "envoy", "keys": ["user"]}});
+    assert_eq!(put_rule(&url, "per_user", rule).await.0, 200);
     let script = r#"
 import sys, grpc
 from envoy_data_plane.envoy.service.ratelimit.v3 import RateLimitRequest, RateLimitServiceSyncStub
 from envoy_data_plane.envoy.extensions.common.ratelimit.v3 import RateLimitDescriptor, RateLimitDescriptorEntry
 stub = RateLimitServiceSyncStub(grpc.insecure_channel(sys.argv[1]))
-def ask(key, value, domain="envoy"):
+def ask(key, value, domain="envoy", hits=1):
     d = RateLimitDescriptor(entries=[RateLimitDescriptorEntry(key=key, value=value)])
-    return stub.should_rate_limit(RateLimitRequest(domain=domain, descriptors=[d], hits_addend=1))
+    return stub.should_rate_limit(RateLimitRequest(domain=domain, descriptors=[d], hits_addend=hits))
 for _ in range(2):
     r = ask("remote_address", "10.0.0.1")
     s = r.statuses[0]
     print(r.overall_code.name, s.code.name, s.current_limit.requests_per_unit, s.current_limit.unit.name, s.limit_remaining)
 print(ask("remote_address", "10.0.0.2").overall_code.name)
 print(ask("path", "/x").overall_code.name, ask("remote_address", "10.0.0.1", "other").overall_code.name)
-try:
-    stub.should_rate_limit(RateLimitRequest(domain="envoy", descriptors=[]))
-except grpc.RpcError as e:
-    print(e.code().name)
+# hits_addend is the cost; the binding status's RateLimit headers come back for the proxy.
+for _ in range(2):
+    r = ask("user", "ann", hits=2)
+    h = {x.key: x.value for x in r.response_headers_to_add}
+    print(r.overall_code.name, r.statuses[0].limit_remaining, h.get("ratelimit-limit"), h.get("ratelimit-remaining"))
+for bad in ([], [RateLimitDescriptor(entries=[])]):
+    try:
+        stub.should_rate_limit(RateLimitRequest(domain="envoy", descriptors=bad))
+    except grpc.RpcError as e:
+        print(e.code().name)
 "#;
     let out = std::process::Command::new("python3").arg("-c").arg(script).arg(&rls).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
-        ["OK OK 1 MINUTE 0", "OVER_LIMIT OVER_LIMIT 1 MINUTE 0", "OK", "OK OK", "INVALID_ARGUMENT"],
+        [
+            "OK OK 1 MINUTE 0",
+            "OVER_LIMIT OVER_LIMIT 1 MINUTE 0",
+            "OK",
+            "OK OK",
+            "OK 1 3 1",
+            "OVER_LIMIT 1 3 1",
+            "INVALID_ARGUMENT",
+            "INVALID_ARGUMENT"
+        ],
         "{stdout}"
     );
 }

@@ -268,9 +268,9 @@ mod tests {
     #[tokio::test]
     async fn the_rate_limit_layer_refuses_past_the_rule_and_spares_health_and_its_own_routes() {
         let services = crate::services::Services::default();
-        let limited = |rule: &str, key: &str| {
+        let limited_except = |rule: &str, key: &str, exempt: Vec<String>| {
             let limits = HttpConfig {
-                rate_limit: rate_limit::RateLimitConfig { rule: rule.into(), key: key.into(), exempt: vec![] },
+                rate_limit: rate_limit::RateLimitConfig { rule: rule.into(), key: key.into(), exempt },
                 ..Default::default()
             };
             let mut registry = prometheus_client::registry::Registry::default();
@@ -289,6 +289,7 @@ mod tests {
                 services: services.clone(),
             })
         };
+        let limited = |rule: &str, key: &str| limited_except(rule, key, vec![]);
         let with_key = |key: &str| {
             let mut r = req("POST", "/v1/t/echo", "{}");
             r.headers_mut().insert("x-api-key", HeaderValue::from_str(key).unwrap());
@@ -324,6 +325,23 @@ mod tests {
             assert_eq!(call(app.clone(), req("GET", "/healthz", "")).await.0, StatusCode::OK);
             assert_eq!(call(app.clone(), req("GET", "/v1/ratelimit/rules", "")).await.0, StatusCode::OK);
         }
+        // An `exempt` prefix is never limited; the rest of the node still is.
+        let spared = limited_except("api", "header:x-api-key", vec!["/v1/t/".into()]);
+        for _ in 0..3 {
+            assert_eq!(call(spared.clone(), with_key("a")).await.0, StatusCode::OK);
+        }
+        let outside: Vec<StatusCode> = {
+            let mut v = Vec::new();
+            for _ in 0..3 {
+                v.push(call(spared.clone(), req("GET", "/", "")).await.0);
+            }
+            v
+        };
+        assert_eq!(
+            outside,
+            [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS],
+            "requests without the header share one key"
+        );
         // A rule the limiter does not know: the route is there, its limiter is not.
         let (s, body, _) = call(limited("nope", "client_ip"), with_key("a")).await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);

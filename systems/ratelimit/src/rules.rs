@@ -151,6 +151,9 @@ pub struct DescriptorMatch {
     pub keys: Vec<String>,
 }
 
+/// The most entries a descriptor (and a rule's `descriptor.keys`) may have.
+pub const DESCRIPTOR_KEYS_MAX: usize = 16;
+
 /// The limiter key of a descriptor's values: joined by `/`, with `%` and `/` in a value
 /// escaped (`%25`, `%2F`) so that two different descriptors never share a key.
 pub fn descriptor_key<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
@@ -197,8 +200,8 @@ impl Rule {
             s.build().map_err(|e| format!("overrides.{k}: {e}"))?;
         }
         if let Some(d) = &self.descriptor {
-            if d.keys.is_empty() || d.keys.len() > 16 {
-                return Err("descriptor.keys: 1 to 16 entry keys".into());
+            if d.keys.is_empty() || d.keys.len() > DESCRIPTOR_KEYS_MAX {
+                return Err(format!("descriptor.keys: 1 to {DESCRIPTOR_KEYS_MAX} entry keys"));
             }
             if let Some(k) = d.keys.iter().find(|k| k.is_empty() || k.len() > 128) {
                 return Err(format!("descriptor.keys: `{k}` is not an entry key (1-128 bytes)"));

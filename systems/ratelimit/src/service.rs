@@ -365,8 +365,11 @@ impl RateLimitService {
         cost: u64,
         hierarchy: bool,
     ) -> Result<Vec<Level>, ApiError> {
-        if entries.is_empty() {
-            return Err(ApiError::bad_request("invalid_descriptor", "a descriptor needs at least one entry"));
+        if entries.is_empty() || entries.len() > crate::rules::DESCRIPTOR_KEYS_MAX {
+            return Err(ApiError::bad_request(
+                "invalid_descriptor",
+                format!("a descriptor has 1 to {} entries, not {}", crate::rules::DESCRIPTOR_KEYS_MAX, entries.len()),
+            ));
         }
         let mut levels = Vec::new();
         let from = if hierarchy { 1 } else { entries.len() };
