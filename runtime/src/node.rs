@@ -194,8 +194,16 @@ pub async fn run(
     let peer_app = peer_routes
         .layer(axum::middleware::from_fn_with_state(faults.clone(), inbound_faults))
         .layer(DefaultBodyLimit::max(config.transport.body_limit_bytes));
+    // The same routes over the multiplexed stream (`transport::stream`).
+    let peer_app =
+        crate::transport::stream::routes(peer_app.clone(), config.transport.body_limit_bytes, peer_stop.clone())
+            .merge(peer_app);
     let peer_server = tokio::spawn({
         let peer_stop = peer_stop.clone();
+        // No Nagle: answers on a peer stream are small writes that must not wait for an ACK.
+        let peer_listener = axum::serve::ListenerExt::tap_io(peer_listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         async move { axum::serve(peer_listener, peer_app).with_graceful_shutdown(peer_stop.cancelled_owned()).await }
     });
     ready.store(true, Ordering::Release);

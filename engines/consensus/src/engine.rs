@@ -8,6 +8,7 @@ use basalt_runtime::engine::{BoxFuture, Engine, EngineContext, EngineRoutes};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::consensus::{Consensus, ConsensusConfig};
+use crate::log_store::Durability;
 use crate::log_store::LogStore;
 use crate::network::Network;
 use crate::state_machine::SmStore;
@@ -33,8 +34,9 @@ impl Engine for ConsensusEngine {
     fn prepare(&mut self, ctx: &mut EngineContext<'_>, config: toml::Table) -> anyhow::Result<()> {
         let config: ConsensusConfig = toml::Value::Table(config).try_into()?;
         config.raft_config()?;
-        let sm = SmStore::new(ctx.store.namespace("raft_sm")?);
-        self.log = Some(LogStore::new(ctx.store.namespace("raft_log")?));
+        let log = LogStore::new(ctx.store.namespace("raft_log")?, Some(ctx.identity.node_id));
+        let sm = SmStore::new(ctx.store.namespace("raft_sm")?, log.durability());
+        self.log = Some(log);
         let c = Consensus::new(ctx.identity.clone(), config, sm, ctx.transport.clone());
         ctx.extensions.insert(Arc::new(c.clone()));
         self.handle = Some(c);
@@ -45,12 +47,13 @@ impl Engine for ConsensusEngine {
         Box::pin(async move {
             let c = self.handle.clone().ok_or_else(|| anyhow::anyhow!("consensus engine not prepared"))?;
             let log = self.log.take().ok_or_else(|| anyhow::anyhow!("consensus engine not prepared"))?;
+            let durability = log.durability();
             let restored = c.inner.sm.load_snapshot()?;
             let id = &ctx.identity;
             let raft = Raft::new(
                 id.node_id,
                 Arc::new(c.inner.config.raft_config()?),
-                Network { transport: ctx.transport.clone() },
+                Network { transport: ctx.transport.clone(), durability: durability.clone() },
                 log,
                 c.inner.sm.clone(),
             )
@@ -79,6 +82,7 @@ impl Engine for ConsensusEngine {
                 tracing::info!(node_id = id.node_id, snapshot_index = ?restored, "consensus: restarted; replaying the committed log");
             }
             spawn_metrics(ctx, &raft);
+            spawn_commit_catch_up(ctx, &raft, durability);
             Ok(EngineRoutes { peer: crate::peer::routes(c.clone()), public: crate::api::routes(c) })
         })
     }
@@ -118,6 +122,24 @@ async fn join(addr: String, node_id: u64, me: Member, voter: bool) {
 
 fn reqwest_client() -> basalt_runtime::reqwest::Client {
     basalt_runtime::reqwest::Client::new()
+}
+
+/// When followers were told a commit index short of the leader's (its own copy was still being
+/// synced), tell them the rest as soon as the sync ends instead of at the next heartbeat.
+fn spawn_commit_catch_up(ctx: &mut EngineContext<'_>, raft: &Raft, durability: Durability) {
+    let (raft, stop) = (raft.clone(), ctx.shutdown.clone());
+    let mut rx = durability.subscribe();
+    ctx.tasks.spawn("consensus/commit-catch-up".into(), async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+            if durability.take_held_back() && raft.trigger().heartbeat().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 fn spawn_metrics(ctx: &mut EngineContext<'_>, raft: &Raft) {

@@ -24,6 +24,6 @@ mod types;
 pub use batch::BATCH;
 pub use consensus::{AdminOp, ClusterStatus, Consensus, ConsensusConfig, ConsensusError, Consistency, MemberStatus};
 pub use engine::ConsensusEngine;
-pub use log_store::LogStore;
+pub use log_store::{Durability, LogStore};
 pub use state_machine::{Applied, SmStore, StateMachine};
 pub use types::{Command, Member, NodeId, Reply, TypeConfig};

@@ -11,6 +11,7 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::log_store::Durability;
 use crate::types::{Member, NodeId, TypeConfig};
 
 pub const APPEND: &str = "/raft/append";
@@ -19,13 +20,20 @@ pub const SNAPSHOT: &str = "/raft/snapshot";
 
 pub struct Network {
     pub transport: Transport,
+    /// The leader's log on disk: followers are told no commit index beyond it.
+    pub durability: Durability,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
-        PeerClient { target, addr: node.peer_addr.clone(), transport: self.transport.clone() }
+        PeerClient {
+            target,
+            addr: node.peer_addr.clone(),
+            transport: self.transport.clone(),
+            durability: self.durability.clone(),
+        }
     }
 }
 
@@ -33,6 +41,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     transport: Transport,
+    durability: Durability,
 }
 
 impl PeerClient {
@@ -64,9 +73,10 @@ impl PeerClient {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        rpc.leader_commit = self.durability.cap_commit(rpc.leader_commit);
         self.rpc(APPEND, &rpc, &option).await
     }
 

@@ -16,6 +16,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, R
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
+use crate::log_store::Durability;
 use crate::types::{Command, Entry, LogId, Reply, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// A system's replicated state. Implementations use interior mutability so the system can read
@@ -69,6 +70,8 @@ pub(crate) struct Inner {
     /// Held while applying and while snapshotting, so a snapshot is one consistent cut.
     state: Mutex<AppliedState>,
     ns: Namespace,
+    /// Nothing is applied before the log holds it on disk (see `log_store`).
+    durability: Durability,
     applied_tx: watch::Sender<u64>,
     feed: broadcast::Sender<Applied>,
 }
@@ -80,7 +83,7 @@ pub struct SmStore {
 }
 
 impl SmStore {
-    pub fn new(ns: Namespace) -> Self {
+    pub fn new(ns: Namespace, durability: Durability) -> Self {
         let (applied_tx, _) = watch::channel(0);
         let (feed, _) = broadcast::channel(4096);
         Self {
@@ -92,6 +95,7 @@ impl SmStore {
                     snapshots_built: 0,
                 }),
                 ns,
+                durability,
                 applied_tx,
                 feed,
             }),
@@ -189,6 +193,10 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.inner.durability.wait_durable(last.get_log_id().index).await?;
+        }
         let mut replies = Vec::new();
         let mut events = Vec::new();
         {

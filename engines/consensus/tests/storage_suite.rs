@@ -16,8 +16,8 @@ impl StoreBuilder<TypeConfig, LogStore, SmStore, tempfile::TempDir> for Builder 
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, SmStore), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).expect("store opens");
-        let log = LogStore::new(store.namespace("raft_log").expect("namespace"));
-        let sm = SmStore::new(store.namespace("raft_sm").expect("namespace"));
+        let log = LogStore::new(store.namespace("raft_log").expect("namespace"), Some(1));
+        let sm = SmStore::new(store.namespace("raft_sm").expect("namespace"), log.durability());
         Ok((dir, log, sm))
     }
 }

@@ -3,8 +3,10 @@
 //! call, a bound on in-flight calls per peer, and a fault hook that tests and benchmarks drive
 //! (drop, delay, partition per peer).
 //!
-//! Wire: `POST http://<peer_addr><path>` with header `x-basalt-from: <node id>` and a postcard
-//! body; 200 with a postcard body, or an error status with the node's JSON error shape.
+//! Wire: a call is `POST <path>` with header `x-basalt-from: <node id>` and a postcard body;
+//! 200 with a postcard body, or an error status with the node's JSON error shape. Calls travel
+//! over one long-lived multiplexed connection per peer (`stream`: an HTTP upgrade, then framed
+//! calls), or as plain HTTP/1.1 exchanges for large bodies and for peers without the stream.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,6 +22,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::http::ApiError;
+
+pub mod stream;
+
+use stream::{Conn, STREAM_BODY_MAX};
 
 pub const FROM_HEADER: &str = "x-basalt-from";
 const CONTENT_TYPE: &str = "application/x-basalt-postcard";
@@ -97,7 +103,25 @@ pub struct Transport {
     client: reqwest::Client,
     faults: Faults,
     slots: Arc<Mutex<HashMap<u64, Arc<Semaphore>>>>,
+    lanes: Arc<Mutex<HashMap<u64, Arc<Lane>>>>,
 }
+
+/// The stream to one peer (at one address).
+struct Lane {
+    addr: String,
+    state: tokio::sync::Mutex<LaneState>,
+}
+
+enum LaneState {
+    Closed,
+    Open(Arc<Conn>),
+    /// The peer answered the upgrade with something else (an older node): plain HTTP until
+    /// this time, then ask again.
+    HttpUntil(tokio::time::Instant),
+}
+
+/// How long a peer without the stream is left on plain HTTP before it is asked again.
+const HTTP_ONLY_RETRY: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,7 +136,7 @@ impl Transport {
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { node_id, config, client, faults, slots: Arc::default() })
+        Ok(Self { node_id, config, client, faults, slots: Arc::default(), lanes: Arc::default() })
     }
 
     pub fn node_id(&self) -> u64 {
@@ -130,6 +154,59 @@ impl Transport {
     fn slots(&self, peer: u64) -> Arc<Semaphore> {
         let mut m = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(self.config.in_flight_max_per_peer))).clone()
+    }
+
+    /// The open stream to `peer` at `addr`, opened if need be; `None` when the peer takes plain
+    /// HTTP only.
+    async fn stream(&self, peer: u64, addr: &str) -> Result<Option<Arc<Conn>>, RpcError> {
+        let lane = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            let lane = lanes.entry(peer).or_insert_with(|| {
+                Arc::new(Lane { addr: addr.to_string(), state: tokio::sync::Mutex::new(LaneState::Closed) })
+            });
+            if lane.addr != addr {
+                // The peer moved: a new lane to the new address.
+                *lane = Arc::new(Lane { addr: addr.to_string(), state: tokio::sync::Mutex::new(LaneState::Closed) });
+            }
+            lane.clone()
+        };
+        let mut state = lane.state.lock().await;
+        match &*state {
+            LaneState::Open(c) if !c.is_closed() => return Ok(Some(c.clone())),
+            LaneState::HttpUntil(t) if tokio::time::Instant::now() < *t => return Ok(None),
+            _ => {}
+        }
+        match Conn::connect(addr, self.node_id, self.config.body_limit_bytes).await {
+            Ok(Some(c)) => {
+                *state = LaneState::Open(c.clone());
+                Ok(Some(c))
+            }
+            Ok(None) => {
+                tracing::info!(peer, addr, "peer does not take the stream transport; using HTTP with it");
+                *state = LaneState::HttpUntil(tokio::time::Instant::now() + HTTP_ONLY_RETRY);
+                Ok(None)
+            }
+            Err(e) => {
+                *state = LaneState::Closed;
+                Err(RpcError::Unreachable { peer, reason: format!("connecting to {addr}: {e}") })
+            }
+        }
+    }
+
+    /// One exchange over plain HTTP: (status, body).
+    async fn http_call(&self, addr: &str, path: &str, body: Vec<u8>) -> Result<(u16, Bytes), String> {
+        let resp = self
+            .client
+            .post(format!("http://{addr}{path}"))
+            .header(FROM_HEADER, self.node_id.to_string())
+            .header(header::CONTENT_TYPE, CONTENT_TYPE)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        Ok((status, bytes))
     }
 
     /// Call `path` on peer `peer` at `addr`, within `timeout` (the default when `None`).
@@ -154,17 +231,13 @@ impl Transport {
             if rule.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(rule.delay_ms)).await;
             }
-            let resp = self
-                .client
-                .post(format!("http://{addr}{path}"))
-                .header(FROM_HEADER, self.node_id.to_string())
-                .header(header::CONTENT_TYPE, CONTENT_TYPE)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let status = resp.status();
-            let bytes = resp.bytes().await.map_err(|e| unreachable(e.to_string()))?;
+            let conn = if body.len() <= STREAM_BODY_MAX { self.stream(peer, addr).await? } else { None };
+            let (status, bytes) = match conn {
+                Some(conn) => conn.call(path, &body).await,
+                None => self.http_call(addr, path, body).await,
+            }
+            .map_err(unreachable)?;
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if !status.is_success() {
                 let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 return Err(RpcError::Remote {
@@ -220,13 +293,26 @@ mod tests {
     use axum::Router;
     use axum::routing::post;
 
-    async fn serve(faults: Faults) -> String {
-        let app = Router::new()
+    fn app(faults: Faults) -> Router {
+        Router::new()
             .route(
                 "/echo",
                 post(|Wire(v): Wire<Vec<u32>>| async move { Wire(v.into_iter().map(|x| x * 2).collect::<Vec<_>>()) }),
             )
-            .layer(axum::middleware::from_fn_with_state(faults, inbound_faults));
+            .route("/len", post(|body: Bytes| async move { Wire(body.len() as u64) }))
+            .route("/hang", post(std::future::pending::<()>))
+            .layer(axum::middleware::from_fn_with_state(faults, inbound_faults))
+            .layer(axum::extract::DefaultBodyLimit::max(TransportConfig::default().body_limit_bytes))
+    }
+
+    /// A peer listener: with the stream (as nodes serve it) or plain HTTP only (an older node).
+    async fn serve(faults: Faults, with_stream: bool, stop: tokio_util::sync::CancellationToken) -> String {
+        let app = app(faults);
+        let app = if with_stream {
+            stream::routes(app.clone(), TransportConfig::default().body_limit_bytes, stop).merge(app)
+        } else {
+            app
+        };
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         tokio::spawn(async move { axum::serve(l, app).await });
@@ -234,9 +320,76 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn calls_round_trip_and_faults_apply() {
+    async fn calls_round_trip_and_faults_apply_over_the_stream() {
+        round_trips_and_faults(true).await;
+    }
+
+    #[tokio::test]
+    async fn calls_round_trip_and_faults_apply_over_http_to_a_peer_without_the_stream() {
+        round_trips_and_faults(false).await;
+    }
+
+    #[tokio::test]
+    async fn the_stream_is_used_when_offered_and_large_bodies_go_over_http() {
+        let addr = serve(Faults::default(), true, Default::default()).await;
+        assert!(stream::Conn::connect(&addr, 1, 1 << 20).await.unwrap().is_some(), "the listener takes the stream");
+        let plain = serve(Faults::default(), false, Default::default()).await;
+        assert!(stream::Conn::connect(&plain, 1, 1 << 20).await.unwrap().is_none(), "an older node answers 404");
+
+        let t = Transport::new(1, TransportConfig::default(), Faults::default()).unwrap();
+        // Many calls at once share one connection and each gets its own answer.
+        let calls = (0..200u32).map(|i| {
+            let (t, addr) = (t.clone(), addr.clone());
+            async move { t.call::<_, Vec<u32>>(2, &addr, "/echo", &vec![i], None).await.unwrap() }
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        assert!(answers.iter().enumerate().all(|(i, a)| a == &vec![2 * i as u32]));
+        let lanes = t.lanes.lock().unwrap().len();
+        assert_eq!(lanes, 1);
+        // Over the stream's frame size: plain HTTP, same answer.
+        let big = vec![7u8; stream::STREAM_BODY_MAX + 10];
+        let n: u64 = t.call(2, &addr, "/len", &big, None).await.unwrap();
+        assert_eq!(n, postcard::to_allocvec(&big).unwrap().len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_call_on_a_stream_that_breaks_fails_at_once_and_the_next_call_reconnects() {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let addr = serve(Faults::default(), true, stop.clone()).await;
+        let t = Transport::new(1, TransportConfig::default(), Faults::default()).unwrap();
+        let r: Vec<u32> = t.call(2, &addr, "/echo", &vec![1u32], None).await.unwrap();
+        assert_eq!(r, vec![2]);
+        let hung = {
+            let (t, addr) = (t.clone(), addr.clone());
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let r = t.call::<_, ()>(2, &addr, "/hang", &(), Some(Duration::from_secs(30))).await;
+                (r, started.elapsed())
+            })
+        };
+        // Wait until the call is in flight on the stream, then break the stream server-side.
+        loop {
+            let in_flight = {
+                let lane = t.lanes.lock().unwrap().get(&2).unwrap().clone();
+                match &*lane.state.lock().await {
+                    LaneState::Open(c) => c.in_flight(),
+                    _ => 0,
+                }
+            };
+            if in_flight > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        stop.cancel();
+        let (r, took) = hung.await.unwrap();
+        assert!(matches!(r, Err(RpcError::Unreachable { .. })), "{r:?}");
+        assert!(took < Duration::from_secs(10), "failed when the stream broke, not at the timeout: {took:?}");
+    }
+
+    async fn round_trips_and_faults(with_stream: bool) {
         let server_faults = Faults::default();
-        let addr = serve(server_faults.clone()).await;
+        let addr = serve(server_faults.clone(), with_stream, Default::default()).await;
         let t = Transport::new(1, TransportConfig::default(), Faults::default()).unwrap();
         let r: Vec<u32> = t.call(2, &addr, "/echo", &vec![1u32, 2], None).await.unwrap();
         assert_eq!(r, vec![2, 4]);
@@ -259,5 +412,8 @@ mod tests {
 
         let e = t.call::<_, Vec<u32>>(2, "127.0.0.1:1", "/echo", &vec![1u32], None).await.unwrap_err();
         assert!(matches!(e, RpcError::Unreachable { .. }), "{e}");
+        server_faults.set_all(BTreeMap::new());
+        let e = t.call::<_, Vec<u32>>(2, &addr, "/nope", &vec![1u32], None).await.unwrap_err();
+        assert!(matches!(e, RpcError::Remote { status: 404, .. }), "{e}");
     }
 }
