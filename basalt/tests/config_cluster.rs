@@ -380,3 +380,58 @@ async fn a_divergent_replica_is_found_and_repaired_by_itself() {
     let (_, _, keys) = read_all(&eurl, "d", "stale").await.unwrap();
     assert_eq!(keys.get("k1"), Some(&1));
 }
+
+/// The leader sends its entries on while its own fsync runs, but nothing is acknowledged to a
+/// client, and no follower applies it, before the leader's copy is on disk: with the leader's
+/// disk stalled, both followers hold the write on their disks and still nobody applies it.
+#[tokio::test]
+async fn nothing_is_acknowledged_or_applied_before_the_leaders_own_copy_is_on_disk() {
+    let c = Cluster::start(EXE, 3).await;
+    create_ns(&c.url(1), "d").await;
+    let leader = c.leader().await;
+    let followers: Vec<usize> = (1..=3).filter(|id| *id != leader).collect();
+    let index_of = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap();
+    let before = index_of(&c.status(leader).await, "last_log_index");
+
+    c.stall_disk(leader, true).await;
+    let write = tokio::spawn({
+        let url = c.url(leader);
+        async move { put(&url, "d", "k", 7).await }
+    });
+    // The entry reaches both followers' disks (the leader saw them acknowledge it)…
+    let leader_url = c.url(leader);
+    c.wait_for("both followers to acknowledge the entry", || {
+        let url = leader_url.clone();
+        async move {
+            let Ok(r) = client().get(format!("{url}/v1/cluster")).send().await else { return false };
+            let Ok(s) = r.json::<serde_json::Value>().await else { return false };
+            let last = s["last_log_index"].as_u64().unwrap_or(0);
+            last > before
+                && s["members"].as_array().is_some_and(|m| {
+                    m.iter()
+                        .filter(|x| x["node_id"] != leader as u64)
+                        .all(|x| x["matched_index"].as_u64() >= Some(last))
+                })
+        }
+    })
+    .await;
+    let target = index_of(&c.status(leader).await, "last_log_index");
+    // …yet while the leader's own copy is not on disk nobody applies it and the client waits.
+    for f in &followers {
+        let s = c.status(*f).await;
+        assert!(index_of(&s, "applied_index") < target, "follower {f} applied before the leader's fsync: {s}");
+    }
+    assert!(index_of(&c.status(leader).await, "applied_index") < target, "the leader applied before its fsync");
+    assert!(!write.is_finished(), "the write was acknowledged before the leader's copy was on disk");
+
+    c.stall_disk(leader, false).await;
+    let version = write.await.unwrap();
+    assert!(version.is_some(), "the write is acknowledged once the leader's disk catches up");
+    let cr = &c;
+    for f in followers {
+        c.wait_for(&format!("follower {f} to apply the write"), || async move {
+            cr.status(f).await["applied_index"].as_u64() >= Some(target)
+        })
+        .await;
+    }
+}

@@ -145,7 +145,17 @@ async fn get(addr: &str, k: &str) -> Option<String> {
 
 #[tokio::test]
 async fn no_acknowledged_write_is_lost_when_a_node_is_killed_and_it_is_rebuilt_after_a_wipe() {
-    let mut r = Ring::start(3).await;
+    kill_and_wipe(&[]).await;
+}
+
+/// The same with the objects in memory and an append-only log (`engines.ring.storage`).
+#[tokio::test]
+async fn no_acknowledged_write_is_lost_when_a_node_is_killed_and_it_is_rebuilt_after_a_wipe_in_memory_mode() {
+    kill_and_wipe(&["--set", "engines.ring.storage=\"memory\""]).await;
+}
+
+async fn kill_and_wipe(extra: &[&'static str]) {
+    let mut r = Ring::start_with(3, extra).await;
     let mut addrs = BTreeMap::new();
     for id in 1..=3 {
         addrs.insert(id, r.resp_addr(id).await);

@@ -265,6 +265,15 @@ impl Cluster {
         }
     }
 
+    /// Stall node `id`'s disk syncs (every fsync waits until `false` again): a slow disk.
+    pub async fn stall_disk(&self, id: usize, stalled: bool) {
+        let (s, b) = send(
+            client().put(format!("{}/v1/node/disk", self.url(id))).json(&serde_json::json!({"fsync_stalled": stalled})),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
     /// Set node `id`'s clock offset (the injectable clock), in ms from the real time.
     pub async fn skew_clock(&self, id: usize, offset_ms: i64) {
         let (s, b) = send(

@@ -152,7 +152,7 @@ pub async fn run(
     for routes in system_peer_routes {
         peer_routes = peer_routes.merge(routes);
     }
-    let mut public_routes = vec![node_routes(&config, &faults, &clock)];
+    let mut public_routes = vec![node_routes(&config, &faults, &clock, &store)];
     public_routes.append(&mut root_routes);
     for engine in &mut engines {
         let name = engine.name();
@@ -266,14 +266,20 @@ impl Shared {
     }
 }
 
-/// `/v1/node/…`: this node's own controls. The fault hook and clock skew answer only when
+/// `/v1/node/…`: this node's own controls. The fault hook, clock skew and disk stall answer only when
 /// `fault_injection = true`.
-fn node_routes(config: &NodeConfig, faults: &Faults, clock: &Clock) -> Router {
+fn node_routes(config: &NodeConfig, faults: &Faults, clock: &Clock, store: &Store) -> Router {
     #[derive(Clone)]
     struct NodeState {
         enabled: bool,
         faults: Faults,
         clock: Clock,
+        store: Store,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct DiskBody {
+        fsync_stalled: bool,
     }
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -296,7 +302,12 @@ fn node_routes(config: &NodeConfig, faults: &Faults, clock: &Clock) -> Router {
             ))
         }
     }
-    let state = NodeState { enabled: config.fault_injection, faults: faults.clone(), clock: clock.clone() };
+    let state = NodeState {
+        enabled: config.fault_injection,
+        faults: faults.clone(),
+        clock: clock.clone(),
+        store: store.clone(),
+    };
     Router::new()
         .route(
             "/v1/node/faults",
@@ -308,6 +319,14 @@ fn node_routes(config: &NodeConfig, faults: &Faults, clock: &Clock) -> Router {
                 guard(&s)?;
                 s.faults.set_all(body.peers);
                 Ok::<_, ApiError>(axum::Json(serde_json::json!({ "peers": s.faults.all() })))
+            }),
+        )
+        .route(
+            "/v1/node/disk",
+            put(|State(s): State<NodeState>, Json(body): Json<DiskBody>| async move {
+                guard(&s)?;
+                s.store.stall_fsync(body.fsync_stalled);
+                Ok::<_, ApiError>(axum::Json(serde_json::json!({ "fsync_stalled": body.fsync_stalled })))
             }),
         )
         .route(

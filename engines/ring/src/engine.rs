@@ -49,6 +49,30 @@ pub struct RingConfig {
     pub tombstone_grace_ms: u64,
     /// Decoded objects kept in memory (write-through; evicted arbitrarily beyond this). 0: none.
     pub cache_bytes_max: usize,
+    /// Where the replica's objects live: fjall's LSM tree, or in memory with an append-only log.
+    pub storage: RingStorage,
+}
+
+/// `engines.ring.storage`: the backend of the `ring` namespace (the objects). Membership,
+/// hints and the actor id (`ring_meta`) stay in the LSM store either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RingStorage {
+    /// fjall's LSM tree (`Store::namespace`).
+    #[default]
+    Lsm,
+    /// An ordered map in memory, every change appended to `<data_dir>/memlog/ring.log`
+    /// (`Store::namespace_in_memory`): Redis's AOF model, durable per the node's fsync policy.
+    Memory,
+}
+
+impl RingStorage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RingStorage::Lsm => "lsm",
+            RingStorage::Memory => "memory",
+        }
+    }
 }
 
 impl Default for RingConfig {
@@ -67,6 +91,7 @@ impl Default for RingConfig {
             request_timeout_ms: 2000,
             tombstone_grace_ms: 60_000,
             cache_bytes_max: 256 * 1024 * 1024,
+            storage: RingStorage::Lsm,
         }
     }
 }
@@ -120,11 +145,18 @@ impl Engine for RingEngine {
     }
 
     fn prepare(&mut self, ctx: &mut EngineContext<'_>, config: toml::Table) -> anyhow::Result<()> {
-        let config: RingConfig = toml::Value::Table(config).try_into()?;
+        let config: RingConfig =
+            toml::Value::Table(config).try_into().map_err(|e| anyhow::anyhow!("engines.ring: {e}"))?;
         config.check()?;
         let meta = ctx.store.namespace("ring_meta")?;
-        let replica =
-            Arc::new(Replica::open(ctx.store.namespace("ring")?, config.partition_bits, config.cache_bytes_max)?);
+        // A namespace's data is never moved between backends: opening `ring` the other way while
+        // the other backend holds data is refused by the store, naming both.
+        let objects = match config.storage {
+            RingStorage::Lsm => ctx.store.namespace("ring"),
+            RingStorage::Memory => ctx.store.namespace_in_memory("ring"),
+        }
+        .map_err(|e| anyhow::anyhow!("engines.ring.storage = \"{}\": {e:#}", config.storage.as_str()))?;
+        let replica = Arc::new(Replica::open(objects, config.partition_bits, config.cache_bytes_max)?);
         let actor = match meta.get(ACTOR_KEY)? {
             Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().unwrap_or([0; 8])),
             _ => {
@@ -343,6 +375,7 @@ fn public_routes(h: RingHandle) -> Router {
                     "partitions": ring.partitions(), "n": h.config.n, "r": h.config.r, "w": h.config.w,
                     "partitions_held": h.coord.replica.partitions_held().len(), "repair": stats,
                     "stored_objects": h.coord.replica.all().map(|a| a.len()).unwrap_or(0),
+                    "storage": h.config.storage.as_str(), "memlog": h.coord.replica.memlog_stats(),
                 }))
             }),
         )

@@ -17,7 +17,7 @@ pub mod repair;
 pub mod replica;
 
 pub use coordinator::{Quorum, RingError, Updater};
-pub use engine::{RingConfig, RingEngine, RingHandle};
+pub use engine::{RingConfig, RingEngine, RingHandle, RingStorage};
 pub use replica::{Obj, Value};
 
 /// A random number from the OS (rare uses: actor ids, gossip peers).

@@ -523,6 +523,12 @@ impl Replica {
         Ok(out)
     }
 
+    /// The object log's size and rewrites when objects are kept in memory
+    /// (`engines.ring.storage = "memory"`).
+    pub fn memlog_stats(&self) -> Option<basalt_runtime::storage::MemLogStats> {
+        self.ns.memlog_stats()
+    }
+
     /// Every key this replica holds (for SCAN/KEYS on one node), with its object.
     pub fn all(&self) -> anyhow::Result<Vec<(Vec<u8>, Obj)>> {
         let mut out = Vec::new();

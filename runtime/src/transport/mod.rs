@@ -387,6 +387,43 @@ mod tests {
         assert!(took < Duration::from_secs(10), "failed when the stream broke, not at the timeout: {took:?}");
     }
 
+    /// A stream that sends a broken or oversized frame is closed; the listener keeps serving.
+    #[tokio::test]
+    async fn bad_frames_close_the_stream_and_nothing_else() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = serve(Faults::default(), true, Default::default()).await;
+        for garbage in [
+            &[0u8, 0, 0, 3, 1, 2, 3][..], // shorter than an id and a path length
+            &[0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 1, 0, 9, b'x', b'y'][..], // a path longer than the frame
+            &[0xff, 0xff, 0xff, 0xff][..], // a length over the limit
+            &[0, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b'x'][..], // a path without its leading '/'
+        ] {
+            let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = format!(
+                "GET {} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: basalt-rpc/1\r\n\r\n",
+                stream::STREAM_PATH
+            );
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                assert_eq!(tcp.read(&mut b).await.unwrap(), 1);
+                head.push(b[0]);
+            }
+            assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+            tcp.write_all(garbage).await.unwrap();
+            let mut rest = Vec::new();
+            let n = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+            assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "the stream is closed without an answer: {n:?} {rest:?}");
+        }
+        let t = Transport::new(1, TransportConfig::default(), Faults::default()).unwrap();
+        let r: Vec<u32> = t.call(2, &addr, "/echo", &vec![3u32], None).await.unwrap();
+        assert_eq!(r, vec![6]);
+        // Without the upgrade header the path is refused in the node's error shape.
+        let r = reqwest::Client::new().get(format!("http://{addr}{}", stream::STREAM_PATH)).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+    }
+
     async fn round_trips_and_faults(with_stream: bool) {
         let server_faults = Faults::default();
         let addr = serve(server_faults.clone(), with_stream, Default::default()).await;

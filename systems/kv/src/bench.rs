@@ -1,9 +1,12 @@
 //! `basalt bench kv`: redis-benchmark (Debian `redis-tools`) against one Basalt node and
-//! against redis-server in the same run — SET, GET, INCR, ZADD; 50 clients; pipeline 1 and
-//! 16 — at equal durability: redis-server with `appendonly yes` + `appendfsync everysec`,
-//! Basalt with `fsync = "periodic"` every 1000 ms. Then Basalt's fsync-per-write mode (SET),
-//! and a 3-node ring (N=3, R=W=2) driven through one node.
+//! against redis-server in the same run — PING (the transport ceiling), SET, GET, INCR, ZADD;
+//! 50 clients; pipeline 1 and 16 — in the same model and at equal durability: redis-server with
+//! `appendonly yes` + `appendfsync everysec`, Basalt with its objects in memory and an
+//! append-only log (`engines.ring.storage = "memory"`) and `fsync = "periodic"` every 1000 ms.
+//! Then SET on the LSM store (`storage = "lsm"`, the default) at the same durability, SET with an
+//! fsync per write, and a 3-node ring (N=3, R=W=2) driven through one node.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,7 +28,7 @@ fn keyspace(test: &str) -> u64 {
 
 /// One redis-benchmark run: (requests/s, p50 µs, p99 µs).
 fn redis_benchmark(port: u16, test: &str, pipeline: usize, requests: u64) -> anyhow::Result<(f64, f64, f64)> {
-    let requests = if test == "zadd" { (requests / 10).max(2_000) } else { requests };
+    let requests = if test == "zadd" { (requests / 2).max(2_000) } else { requests };
     let out = std::process::Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", &CLIENTS.to_string()])
         .args(["-n", &requests.to_string(), "-P", &pipeline.to_string(), "-r", &keyspace(test).to_string()])
@@ -64,10 +67,11 @@ async fn basalt_node(
     dir: &Path,
     id: u64,
     fsync: &str,
+    storage: &str,
     join: Option<&str>,
 ) -> anyhow::Result<(NodeProcess, u16)> {
     let port = free_port()?;
-    let mut spec = NodeSpec::new(&opts.exe, dir.join(format!("basalt-{id}-{fsync}")))
+    let mut spec = NodeSpec::new(&opts.exe, dir.join(format!("basalt-{id}-{fsync}-{storage}")))
         .arg("--node-id")
         .arg(id.to_string())
         .arg("--resp-addr")
@@ -77,6 +81,7 @@ async fn basalt_node(
     for s in [
         format!("fsync=\"{fsync}\""),
         "fsync_interval_ms=1000".into(),
+        format!("engines.ring.storage=\"{storage}\""),
         "engines.consensus.enabled=false".into(),
         "systems.config.enabled=false".into(),
     ] {
@@ -90,9 +95,10 @@ async fn basalt_node(
     Ok((node, port))
 }
 
-/// Requests per run, scaled to the measured duration (at least a few thousand).
+/// Requests per run, scaled to the measured duration (at least a few thousand): about the
+/// duration at Basalt's pace, so each run lasts seconds, not a fraction of one.
 fn requests(opts: &BenchOpts, pipeline: usize) -> u64 {
-    let per_sec = if pipeline > 1 { 150_000 } else { 15_000 };
+    let per_sec = if pipeline > 1 { 300_000 } else { 50_000 };
     ((opts.duration.as_secs_f64() * per_sec as f64) as u64).max(5_000)
 }
 
@@ -122,16 +128,23 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     .collect();
     let _redis = PeerProcess::start("redis-server", "redis-server", &args, &dir.path().join("redis.log"), INSTALL)?;
     wait_ping(rport, "redis-server").await?;
-    let (_node, bport) = basalt_node(opts, dir.path(), 1, "periodic", None).await?;
+    let (_node, bport) = basalt_node(opts, dir.path(), 1, "periodic", "memory", None).await?;
 
     let mut results = Vec::new();
+    // The peer's req/s per (test, pipeline), for the LSM rows' ratios.
+    let mut peer: HashMap<(&str, usize), f64> = HashMap::new();
     for pipeline in [1usize, 16] {
-        for test in ["set", "get", "incr", "zadd"] {
+        for test in ["ping_mbulk", "set", "get", "incr", "zadd"] {
             let n = requests(opts, pipeline);
             // Interleaved in the same run, Basalt first then the peer, on the same keyspace.
             let (b, b50, b99) = redis_benchmark(bport, test, pipeline, n)?;
             let (r, _, r99) = redis_benchmark(rport, test, pipeline, n)?;
-            let name = format!("{} P{pipeline} (1 node, fsync 1/s; peer p99 {r99:.0} µs)", test.to_uppercase());
+            peer.insert((test, pipeline), r);
+            let name = if test == "ping_mbulk" {
+                format!("PING P{pipeline} (transport ceiling; peer p99 {r99:.0} µs)")
+            } else {
+                format!("{} P{pipeline} (1 node, memory+log, fsync 1/s; peer p99 {r99:.0} µs)", test.to_uppercase())
+            };
             let mut res = BenchResult {
                 name,
                 unit: "req/s".into(),
@@ -148,11 +161,29 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     }
     drop(_node);
 
+    // The same SETs on the LSM store (the default `engines.ring.storage`), same durability.
+    let (_lsm, lport) = basalt_node(opts, dir.path(), 1, "periodic", "lsm", None).await?;
+    for pipeline in [1usize, 16] {
+        let (v, p50, p99) = redis_benchmark(lport, "set", pipeline, requests(opts, pipeline))?;
+        let res = BenchResult {
+            name: format!("SET P{pipeline} (1 node, LSM store, fsync 1/s)"),
+            unit: "req/s".into(),
+            value: v.round(),
+            p50_us: p50.round(),
+            p99_us: p99.round(),
+            peer: None,
+            peer_value: None,
+            ratio: None,
+        };
+        results.push(res.with_peer(PEER, peer[&("set", pipeline)]));
+    }
+    drop(_lsm);
+
     // Every acknowledged write fsync'd first (no peer mode is equivalent: appendfsync always).
-    let (_strict, sport) = basalt_node(opts, dir.path(), 1, "always", None).await?;
+    let (_strict, sport) = basalt_node(opts, dir.path(), 1, "always", "memory", None).await?;
     let (s, s50, s99) = redis_benchmark(sport, "set", 1, requests(opts, 1) / 2)?;
     results.push(BenchResult {
-        name: "SET P1 (1 node, fsync every write)".into(),
+        name: "SET P1 (1 node, memory+log, fsync every write)".into(),
         unit: "req/s".into(),
         value: s.round(),
         p50_us: s50.round(),
@@ -164,10 +195,10 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     drop(_strict);
 
     // A 3-node ring, N=3 R=W=2, driven through node 1 (writes and reads touch 2 of 3 replicas).
-    let (first, p1) = basalt_node(opts, dir.path(), 1, "periodic", None).await?;
+    let (first, p1) = basalt_node(opts, dir.path(), 1, "periodic", "memory", None).await?;
     let join = first.http_addr.clone();
-    let (_n2, _) = basalt_node(opts, dir.path(), 2, "periodic", Some(&join)).await?;
-    let (_n3, _) = basalt_node(opts, dir.path(), 3, "periodic", Some(&join)).await?;
+    let (_n2, _) = basalt_node(opts, dir.path(), 2, "periodic", "memory", Some(&join)).await?;
+    let (_n3, _) = basalt_node(opts, dir.path(), 3, "periodic", "memory", Some(&join)).await?;
     let client = basalt_runtime::reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -182,7 +213,7 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     for test in ["set", "get"] {
         let (v, p50, p99) = redis_benchmark(p1, test, 1, requests(opts, 1))?;
         results.push(BenchResult {
-            name: format!("{} P1 (3-node ring, N=3 R=W=2)", test.to_uppercase()),
+            name: format!("{} P1 (3-node ring, N=3 R=W=2, memory+log)", test.to_uppercase()),
             unit: "req/s".into(),
             value: v.round(),
             p50_us: p50.round(),

@@ -1,6 +1,11 @@
 //! The node's embedded store: one fjall database per node, one keyspace (namespace) per system,
 //! and an explicit fsync policy.
 //!
+//! Two backends behind one [`Namespace`] API: fjall's LSM tree ([`Store::namespace`], the
+//! default) and [`memlog`] — the data in memory, every change appended to a log file
+//! ([`Store::namespace_in_memory`], Redis's AOF model). A namespace lives in one of them: opening
+//! it the other way is refused while either backend holds data for it.
+//!
 //! Writes land in fjall's journal (in OS buffers). `Store::sync` is how a caller makes its writes
 //! durable before acknowledging them: with `fsync = "always"` it waits for a group commit — one
 //! dedicated thread runs `fdatasync` for every writer that asked since the last one, so
@@ -8,6 +13,9 @@
 //! the same thread syncs on a timer and `sync` returns at once; with `never` nothing is synced
 //! until shutdown.
 
+pub mod memlog;
+
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -18,6 +26,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::watch;
 
 use crate::config::FsyncPolicy;
+use memlog::MemLog;
+pub use memlog::{MemLogOptions, MemLogStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -25,6 +35,8 @@ pub enum StorageError {
     Engine(#[from] fjall::Error),
     #[error("storage: the fsync thread has stopped; the node is shutting down or the disk failed")]
     SyncStopped,
+    #[error("storage: {0}")]
+    Log(String),
 }
 
 /// The node's store. Cheap to clone.
@@ -42,6 +54,26 @@ struct Inner {
     /// The highest request number known durable; `u64::MAX` once the syncer failed.
     synced: watch::Sender<u64>,
     wake: (Mutex<bool>, Condvar),
+    /// Fault injection: syncs wait while this is set (a stalled disk).
+    stalled: std::sync::atomic::AtomicBool,
+    /// Namespaces opened in memory (synced with fjall's journal), and those opened in fjall.
+    memlogs: Mutex<HashMap<String, Arc<MemLog>>>,
+    lsm_names: Mutex<HashSet<String>>,
+}
+
+impl Inner {
+    fn memlogs(&self) -> Vec<Arc<MemLog>> {
+        self.memlogs.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// fjall's journal, then every memlog file.
+    fn persist(&self, mode: PersistMode) -> Result<(), StorageError> {
+        self.db.persist(mode)?;
+        for m in self.memlogs() {
+            m.sync().map_err(|e| StorageError::Log(format!("fsync of {}: {e}", m.path().display())))?;
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -66,6 +98,9 @@ impl Store {
             requested: AtomicU64::new(0),
             synced,
             wake: (Mutex::new(false), Condvar::new()),
+            stalled: std::sync::atomic::AtomicBool::new(false),
+            memlogs: Mutex::new(HashMap::new()),
+            lsm_names: Mutex::new(HashSet::new()),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -77,14 +112,59 @@ impl Store {
 
     /// The namespace of one system. Names are fixed strings chosen by systems.
     pub fn namespace(&self, name: &str) -> anyhow::Result<Namespace> {
+        check_name(name)?;
         anyhow::ensure!(
-            !name.is_empty()
-                && name.len() <= 200
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
-            "namespace name `{name}` must be 1-200 characters of [A-Za-z0-9_-]"
+            !self.inner.memlogs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(name),
+            "namespace `{name}` is open in memory; it cannot also be opened in the LSM store"
+        );
+        let log = self.memlog_dir().join(format!("{name}.log"));
+        let logged = std::fs::metadata(&log).map(|m| m.len() > memlog::MAGIC.len() as u64).unwrap_or(false);
+        anyhow::ensure!(
+            !logged,
+            "namespace `{name}` holds data in the in-memory store ({}); open it in memory (e.g. \
+             `engines.ring.storage = \"memory\"`), or move that file away to start it empty in the LSM store",
+            log.display()
         );
         let ks = self.inner.db.keyspace(name, KeyspaceCreateOptions::default)?;
-        Ok(Namespace { ks, store: self.clone() })
+        self.inner.lsm_names.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string());
+        Ok(Namespace { backend: Backend::Lsm(ks), store: self.clone() })
+    }
+
+    /// The namespace of one system, held in memory with an append-only log under
+    /// `<data_dir>/memlog/<name>.log` (see [`memlog`]). Refused if the LSM store holds data for
+    /// the same name, or has it open.
+    pub fn namespace_in_memory(&self, name: &str) -> anyhow::Result<Namespace> {
+        self.namespace_in_memory_with(name, MemLogOptions::default())
+    }
+
+    /// [`Store::namespace_in_memory`] with chosen rewrite thresholds (the first open of a name
+    /// decides them).
+    pub fn namespace_in_memory_with(&self, name: &str, opts: MemLogOptions) -> anyhow::Result<Namespace> {
+        check_name(name)?;
+        anyhow::ensure!(
+            !self.inner.lsm_names.lock().unwrap_or_else(|e| e.into_inner()).contains(name),
+            "namespace `{name}` is open in the LSM store; it cannot also be opened in memory"
+        );
+        let mut logs = self.inner.memlogs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = logs.get(name) {
+            return Ok(Namespace { backend: Backend::Memory(m.clone()), store: self.clone() });
+        }
+        if self.inner.db.keyspace_exists(name) {
+            let ks = self.inner.db.keyspace(name, KeyspaceCreateOptions::default)?;
+            anyhow::ensure!(
+                ks.is_empty()?,
+                "namespace `{name}` holds data in the LSM store (fjall, under {}); open it there (e.g. \
+                 `engines.ring.storage = \"lsm\"`): a namespace's data is never moved between backends",
+                self.inner.path.join("store").display()
+            );
+        }
+        let m = MemLog::open(&self.memlog_dir(), name, opts)?;
+        logs.insert(name.to_string(), m.clone());
+        Ok(Namespace { backend: Backend::Memory(m), store: self.clone() })
+    }
+
+    fn memlog_dir(&self) -> PathBuf {
+        self.inner.path.join("memlog")
     }
 
     pub fn policy(&self) -> FsyncPolicy {
@@ -107,14 +187,23 @@ impl Store {
         if self.inner.policy != FsyncPolicy::Always {
             return Ok(());
         }
-        self.inner.db.persist(PersistMode::SyncData)?;
-        Ok(())
+        self.inner.persist(PersistMode::SyncData)
     }
 
     /// Flush everything to disk, whatever the policy; used at shutdown.
     pub fn flush(&self) -> Result<(), StorageError> {
-        self.inner.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        self.inner.persist(PersistMode::SyncAll)
+    }
+
+    /// Fault injection: while `true`, no sync completes (writers waiting for durability wait),
+    /// as on a stalled disk; `false` lets them through at once.
+    pub fn stall_fsync(&self, stalled: bool) {
+        self.inner.stalled.store(stalled, Ordering::SeqCst);
+        if !stalled {
+            let (lock, cvar) = &self.inner.wake;
+            *lock.lock().expect("fsync wake lock") = true;
+            cvar.notify_one();
+        }
     }
 
     fn request_sync(&self) -> u64 {
@@ -146,10 +235,10 @@ fn sync_loop(weak: std::sync::Weak<Inner>, policy: FsyncPolicy, interval: Durati
             FsyncPolicy::Periodic => true,
             FsyncPolicy::Never => false,
         };
-        if !due {
+        if !due || inner.stalled.load(Ordering::SeqCst) {
             continue;
         }
-        match inner.db.persist(PersistMode::SyncData) {
+        match inner.persist(PersistMode::SyncData) {
             Ok(()) => {
                 inner.synced.send_replace(target);
             }
@@ -162,14 +251,30 @@ fn sync_loop(weak: std::sync::Weak<Inner>, policy: FsyncPolicy, interval: Durati
     }
 }
 
+fn check_name(name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.len() <= 200
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "namespace name `{name}` must be 1-200 characters of [A-Za-z0-9_-]"
+    );
+    Ok(())
+}
+
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// One system's keyspace. Keys sort bytewise; use big-endian integers in keys.
 #[derive(Clone)]
 pub struct Namespace {
-    ks: Keyspace,
+    backend: Backend,
     store: Store,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Lsm(Keyspace),
+    Memory(Arc<MemLog>),
 }
 
 impl std::fmt::Debug for Namespace {
@@ -180,37 +285,59 @@ impl std::fmt::Debug for Namespace {
 
 impl Namespace {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.ks.get(key)?.map(|v| v.to_vec()))
+        match &self.backend {
+            Backend::Lsm(ks) => Ok(ks.get(key)?.map(|v| v.to_vec())),
+            Backend::Memory(m) => Ok(m.get(key.as_ref())),
+        }
     }
 
     /// Write (not yet durable: call `sync` before acknowledging).
     pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), StorageError> {
-        self.ks.insert(key.as_ref(), value.as_ref())?;
+        match &self.backend {
+            Backend::Lsm(ks) => ks.insert(key.as_ref(), value.as_ref())?,
+            Backend::Memory(m) => m.commit(&[(key.as_ref(), value.as_ref())], &[])?,
+        }
         Ok(())
     }
 
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<(), StorageError> {
-        self.ks.remove(key.as_ref())?;
+        match &self.backend {
+            Backend::Lsm(ks) => ks.remove(key.as_ref())?,
+            Backend::Memory(m) => m.commit(&[], &[key.as_ref()])?,
+        }
         Ok(())
     }
 
-    /// Apply several writes atomically (all or none after a crash).
+    /// Apply several writes atomically (all or none after a crash): the puts, then the deletes.
     pub fn write_batch(&self, puts: &[KeyValue], deletes: &[Vec<u8>]) -> Result<(), StorageError> {
-        let mut batch = self.store.inner.db.batch();
-        for (k, v) in puts {
-            batch.insert(&self.ks, k.as_slice(), v.as_slice());
+        match &self.backend {
+            Backend::Lsm(ks) => {
+                let mut batch = self.store.inner.db.batch();
+                for (k, v) in puts {
+                    batch.insert(ks, k.as_slice(), v.as_slice());
+                }
+                for k in deletes {
+                    batch.remove(ks, k.as_slice());
+                }
+                batch.commit()?;
+            }
+            Backend::Memory(m) => {
+                let puts: Vec<(&[u8], &[u8])> = puts.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+                let deletes: Vec<&[u8]> = deletes.iter().map(Vec::as_slice).collect();
+                m.commit(&puts, &deletes)?;
+            }
         }
-        for k in deletes {
-            batch.remove(&self.ks, k.as_slice());
-        }
-        batch.commit()?;
         Ok(())
     }
 
     /// Every (key, value) whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<KeyValue>, StorageError> {
+        let ks = match &self.backend {
+            Backend::Lsm(ks) => ks,
+            Backend::Memory(m) => return Ok(m.scan_prefix(prefix.as_ref())),
+        };
         let mut out = Vec::new();
-        for guard in self.ks.prefix(prefix) {
+        for guard in ks.prefix(prefix) {
             let (k, v) = guard.into_inner()?;
             out.push((k.to_vec(), v.to_vec()));
         }
@@ -219,8 +346,12 @@ impl Namespace {
 
     /// Keys in `[from, to)`, in key order, at most `limit` of them.
     pub fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StorageError> {
+        let ks = match &self.backend {
+            Backend::Lsm(ks) => ks,
+            Backend::Memory(m) => return Ok(m.range(from, to, limit)),
+        };
         let mut out = Vec::new();
-        for guard in self.ks.range(from..to).take(limit) {
+        for guard in ks.range(from..to).take(limit) {
             let (k, v) = guard.into_inner()?;
             out.push((k.to_vec(), v.to_vec()));
         }
@@ -229,7 +360,11 @@ impl Namespace {
 
     /// The last (largest) key with `prefix`, and its value.
     pub fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<KeyValue>, StorageError> {
-        match self.ks.prefix(prefix).next_back() {
+        let ks = match &self.backend {
+            Backend::Lsm(ks) => ks,
+            Backend::Memory(m) => return Ok(m.last_with_prefix(prefix)),
+        };
+        match ks.prefix(prefix).next_back() {
             Some(guard) => {
                 let (k, v) = guard.into_inner()?;
                 Ok(Some((k.to_vec(), v.to_vec())))
@@ -240,11 +375,28 @@ impl Namespace {
 
     /// Keys in `[from, to)` (keys only), in order.
     pub fn keys_in(&self, from: &[u8], to: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let ks = match &self.backend {
+            Backend::Lsm(ks) => ks,
+            Backend::Memory(m) => return Ok(m.keys_in(from, to)),
+        };
         let mut out = Vec::new();
-        for guard in self.ks.range(from..to) {
+        for guard in ks.range(from..to) {
             out.push(guard.key()?.to_vec());
         }
         Ok(out)
+    }
+
+    /// Whether this namespace is held in memory (with a log) rather than in the LSM store.
+    pub fn in_memory(&self) -> bool {
+        matches!(self.backend, Backend::Memory(_))
+    }
+
+    /// The log's size, live data and rewrites, for an in-memory namespace.
+    pub fn memlog_stats(&self) -> Option<MemLogStats> {
+        match &self.backend {
+            Backend::Memory(m) => Some(m.stats()),
+            Backend::Lsm(_) => None,
+        }
     }
 
     pub fn store(&self) -> &Store {
