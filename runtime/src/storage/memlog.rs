@@ -365,8 +365,20 @@ impl MemLog {
             let mut live = w.live as i128;
             for (k, v) in puts {
                 live += i128::from(entry_bytes(k, v));
-                if let Some(old) = map.insert(k.to_vec(), v.to_vec()) {
-                    live -= i128::from(entry_bytes(k, &old));
+                // An existing key keeps its allocation (most writes overwrite a key).
+                match map.get_mut(*k) {
+                    Some(slot) => {
+                        live -= i128::from(entry_bytes(k, slot));
+                        if slot.capacity() > 2 * v.len() + 64 {
+                            *slot = v.to_vec();
+                        } else {
+                            slot.clear();
+                            slot.extend_from_slice(v);
+                        }
+                    }
+                    None => {
+                        map.insert(k.to_vec(), v.to_vec());
+                    }
                 }
             }
             for k in deletes {
