@@ -312,28 +312,3 @@ fn a_namespace_lives_in_one_backend_only() {
     assert_eq!(store.namespace("on_disk").unwrap().get("k").unwrap().as_deref(), Some(&b"v"[..]));
     assert_eq!(store.namespace_in_memory("in_mem").unwrap().get("k").unwrap().as_deref(), Some(&b"v"[..]));
 }
-
-/// With `fsync = "always"`, `sync` returns for concurrent writers of a memlog namespace (the
-/// group-commit thread fsyncs the log beside fjall's journal), and what they wrote is there
-/// after a reopen.
-#[tokio::test]
-async fn group_commit_covers_memlog_writers() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
-        let ns = store.namespace_in_memory(NS).unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..64u32 {
-            let ns = ns.clone();
-            tasks.push(tokio::spawn(async move {
-                ns.put(i.to_be_bytes(), b"v").unwrap();
-                ns.sync().await.unwrap();
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-    }
-    let ns = open(dir.path(), MemLogOptions::default()).1;
-    assert_eq!(ns.scan_prefix([]).unwrap().len(), 64);
-}

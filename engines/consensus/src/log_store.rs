@@ -397,6 +397,15 @@ mod tests {
         LogId::new(CommittedLeaderId::new(term, node), index)
     }
 
+    /// A log namespace on a real store that fsyncs every sync (the directory lives as long as
+    /// the first value).
+    fn log_namespace() -> (tempfile::TempDir, Namespace) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
+        let ns = store.namespace("raft_log").unwrap();
+        (dir, ns)
+    }
+
     fn entry(term: u64, node: NodeId, index: u64) -> Entry {
         Entry { log_id: log_id(term, node, index), payload: EntryPayload::Blank }
     }
@@ -421,9 +430,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_reported_early_are_neither_applied_nor_told_committed_before_their_fsync() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
-        let ns = store.namespace("raft_log").unwrap();
+        let (_dir, ns) = log_namespace();
         let d = Durability::new(Some(1));
         d.set_written(Some(log_id(1, 1, 5)));
         d.inner.early.store(5, Ordering::Release);
@@ -453,9 +460,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sync_publishes_only_what_was_written_before_it_began() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
-        let ns = store.namespace("raft_log").unwrap();
+        let (_dir, ns) = log_namespace();
         let d = Durability::new(Some(1));
         d.set_written(Some(log_id(1, 1, 3)));
         // A truncation holds the lock: a sync waits for it and then publishes what it left.

@@ -413,23 +413,33 @@ impl Namespace {
 mod tests {
     use super::*;
 
+    /// Concurrent writers share group commits, on either backend, and every write is there
+    /// after a reopen.
     #[tokio::test]
     async fn group_commit_acknowledges_concurrent_writers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
-        let ns = store.namespace("t").unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..64u32 {
-            let ns = ns.clone();
-            tasks.push(tokio::spawn(async move {
-                ns.put(i.to_be_bytes(), b"v").unwrap();
-                ns.sync().await.unwrap();
-            }));
+        for in_memory in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let open =
+                |store: &Store| if in_memory { store.namespace_in_memory("t") } else { store.namespace("t") }.unwrap();
+            {
+                let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
+                let ns = open(&store);
+                let tasks: Vec<_> = (0..64u32)
+                    .map(|i| {
+                        let ns = ns.clone();
+                        tokio::spawn(async move {
+                            ns.put(i.to_be_bytes(), b"v").unwrap();
+                            ns.sync().await.unwrap();
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+            let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
+            assert_eq!(open(&store).scan_prefix([]).unwrap().len(), 64, "in memory: {in_memory}");
         }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(ns.scan_prefix([]).unwrap().len(), 64);
     }
 
     #[test]

@@ -95,6 +95,20 @@ async fn basalt_node(
     Ok((node, port))
 }
 
+/// A row of requests per second from one redis-benchmark run (no peer yet).
+fn row(name: String, (value, p50, p99): (f64, f64, f64)) -> BenchResult {
+    BenchResult {
+        name,
+        unit: "req/s".into(),
+        value: value.round(),
+        p50_us: p50.round(),
+        p99_us: p99.round(),
+        peer: None,
+        peer_value: None,
+        ratio: None,
+    }
+}
+
 /// Requests per run, scaled to the measured duration (at least a few thousand): about the
 /// duration at Basalt's pace, so each run lasts seconds, not a fraction of one.
 fn requests(opts: &BenchOpts, pipeline: usize) -> u64 {
@@ -145,18 +159,7 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
             } else {
                 format!("{} P{pipeline} (1 node, memory+log, fsync 1/s; peer p99 {r99:.0} µs)", test.to_uppercase())
             };
-            let mut res = BenchResult {
-                name,
-                unit: "req/s".into(),
-                value: b.round(),
-                p50_us: b50.round(),
-                p99_us: b99.round(),
-                peer: None,
-                peer_value: None,
-                ratio: None,
-            };
-            res = res.with_peer(PEER, r);
-            results.push(res);
+            results.push(row(name, (b, b50, b99)).with_peer(PEER, r));
         }
     }
     drop(_node);
@@ -164,34 +167,16 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     // The same SETs on the LSM store (the default `engines.ring.storage`), same durability.
     let (_lsm, lport) = basalt_node(opts, dir.path(), 1, "periodic", "lsm", None).await?;
     for pipeline in [1usize, 16] {
-        let (v, p50, p99) = redis_benchmark(lport, "set", pipeline, requests(opts, pipeline))?;
-        let res = BenchResult {
-            name: format!("SET P{pipeline} (1 node, LSM store, fsync 1/s)"),
-            unit: "req/s".into(),
-            value: v.round(),
-            p50_us: p50.round(),
-            p99_us: p99.round(),
-            peer: None,
-            peer_value: None,
-            ratio: None,
-        };
+        let measured = redis_benchmark(lport, "set", pipeline, requests(opts, pipeline))?;
+        let res = row(format!("SET P{pipeline} (1 node, LSM store, fsync 1/s)"), measured);
         results.push(res.with_peer(PEER, peer[&("set", pipeline)]));
     }
     drop(_lsm);
 
     // Every acknowledged write fsync'd first (no peer mode is equivalent: appendfsync always).
     let (_strict, sport) = basalt_node(opts, dir.path(), 1, "always", "memory", None).await?;
-    let (s, s50, s99) = redis_benchmark(sport, "set", 1, requests(opts, 1) / 2)?;
-    results.push(BenchResult {
-        name: "SET P1 (1 node, memory+log, fsync every write)".into(),
-        unit: "req/s".into(),
-        value: s.round(),
-        p50_us: s50.round(),
-        p99_us: s99.round(),
-        peer: None,
-        peer_value: None,
-        ratio: None,
-    });
+    let measured = redis_benchmark(sport, "set", 1, requests(opts, 1) / 2)?;
+    results.push(row("SET P1 (1 node, memory+log, fsync every write)".into(), measured));
     drop(_strict);
 
     // A 3-node ring, N=3 R=W=2, driven through node 1 (writes and reads touch 2 of 3 replicas).
@@ -211,17 +196,8 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for test in ["set", "get"] {
-        let (v, p50, p99) = redis_benchmark(p1, test, 1, requests(opts, 1))?;
-        results.push(BenchResult {
-            name: format!("{} P1 (3-node ring, N=3 R=W=2, memory+log)", test.to_uppercase()),
-            unit: "req/s".into(),
-            value: v.round(),
-            p50_us: p50.round(),
-            p99_us: p99.round(),
-            peer: None,
-            peer_value: None,
-            ratio: None,
-        });
+        let measured = redis_benchmark(p1, test, 1, requests(opts, 1))?;
+        results.push(row(format!("{} P1 (3-node ring, N=3 R=W=2, memory+log)", test.to_uppercase()), measured));
     }
     Ok(Report { system: "kv".into(), results })
 }
