@@ -251,6 +251,30 @@ fn sync_loop(weak: std::sync::Weak<Inner>, policy: FsyncPolicy, interval: Durati
     }
 }
 
+/// Whether a write to `ks` may be held up by fjall's backpressure: fjall sleeps in the writing
+/// thread (10–100 ms at a time) once 4 sealed memtables wait for their flush or level 0 holds
+/// 20 runs. This says so a little before.
+fn may_stall(ks: &Keyspace) -> bool {
+    ks.sealed_memtable_count() >= 2 || ks.l0_table_count() >= 16
+}
+
+/// Run a write that may stall so it does not freeze a tokio worker: near fjall's backpressure,
+/// on a multi-threaded runtime, through `block_in_place`, which hands the worker's other tasks
+/// (other connections) to another thread while this one waits. Elsewhere (a current-thread
+/// runtime, a plain thread) it runs as it is.
+fn off_worker_if_stalling<T>(ks: &Keyspace, write: impl FnOnce() -> T) -> T {
+    off_worker_if(may_stall(ks), write)
+}
+
+fn off_worker_if<T>(stalling: bool, write: impl FnOnce() -> T) -> T {
+    if stalling && on_multi_thread_runtime() { tokio::task::block_in_place(write) } else { write() }
+}
+
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 fn check_name(name: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         !name.is_empty()
@@ -294,7 +318,7 @@ impl Namespace {
     /// Write (not yet durable: call `sync` before acknowledging).
     pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), StorageError> {
         match &self.backend {
-            Backend::Lsm(ks) => ks.insert(key.as_ref(), value.as_ref())?,
+            Backend::Lsm(ks) => off_worker_if_stalling(ks, || ks.insert(key.as_ref(), value.as_ref()))?,
             Backend::Memory(m) => m.commit(&[(key.as_ref(), value.as_ref())], &[])?,
         }
         Ok(())
@@ -302,7 +326,7 @@ impl Namespace {
 
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<(), StorageError> {
         match &self.backend {
-            Backend::Lsm(ks) => ks.remove(key.as_ref())?,
+            Backend::Lsm(ks) => off_worker_if_stalling(ks, || ks.remove(key.as_ref()))?,
             Backend::Memory(m) => m.commit(&[], &[key.as_ref()])?,
         }
         Ok(())
@@ -319,7 +343,7 @@ impl Namespace {
                 for k in deletes {
                     batch.remove(ks, k.as_slice());
                 }
-                batch.commit()?;
+                off_worker_if_stalling(ks, || batch.commit())?;
             }
             Backend::Memory(m) => {
                 let puts: Vec<(&[u8], &[u8])> = puts.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
@@ -412,6 +436,27 @@ impl Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write that stalls on a worker of a multi-threaded runtime does not hold up the other
+    /// tasks: with one worker, a second task still runs (and here is what unblocks the write).
+    /// Without the hand-off this test never finishes.
+    #[test]
+    fn a_stalled_write_leaves_the_worker_to_other_tasks() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            // Queued behind the stalled write on the only worker.
+            tokio::spawn(async move { tx.send(()).unwrap() });
+            let r = off_worker_if(true, || rx.recv_timeout(Duration::from_secs(20)));
+            done_tx.send(r.is_ok()).unwrap();
+        });
+        assert!(done_rx.recv_timeout(Duration::from_secs(30)).unwrap(), "the other task never ran");
+        // Outside a multi-threaded runtime the write simply runs (no panic).
+        assert_eq!(off_worker_if(true, || 7), 7);
+        let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(current.block_on(async { off_worker_if(true, || 8) }), 8);
+    }
 
     /// Concurrent writers share group commits, on either backend, and every write is there
     /// after a reopen.
