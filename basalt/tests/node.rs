@@ -123,3 +123,51 @@ async fn sigterm_stops_cleanly_and_flushes() {
     assert!(node.log().contains("stopped cleanly"), "{}", node.log());
     assert!(!node.data_dir().join("node.json").exists());
 }
+
+/// The node's fault controls answer only with `fault_injection = true`, and refuse bad bodies
+/// in the node's error shape; the disk stall holds a durable write until it is lifted.
+#[tokio::test]
+async fn fault_controls_are_guarded_and_check_their_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = start(spec(dir.path())).await;
+    for (path, body) in [
+        ("/v1/node/disk", serde_json::json!({"fsync_stalled": true})),
+        ("/v1/node/faults", serde_json::json!({"peers": {}})),
+        ("/v1/node/clock", serde_json::json!({"offset_ms": 5})),
+    ] {
+        let (s, b) = send(client().put(format!("{}{path}", plain.url())).json(&body)).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (403, Some("fault_injection_disabled")), "{path}: {b}");
+    }
+    drop(plain);
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(spec(dir.path()).arg("--set").arg("fault_injection=true")).await;
+    let url = node.url();
+    for bad in
+        [serde_json::json!({"fsync_stalled": "yes"}), serde_json::json!({"stalled": true}), serde_json::json!({})]
+    {
+        let (s, b) = send(client().put(format!("{url}/v1/node/disk")).json(&bad)).await;
+        assert!((400..500).contains(&s) && b["error"]["code"].is_string(), "{bad}: {s} {b}");
+    }
+    // A stalled disk holds a durable write (a Raft entry; fsync = "always" is the default)
+    // until released.
+    let (s, b) =
+        send(client().put(format!("{url}/v1/node/disk")).json(&serde_json::json!({"fsync_stalled": true}))).await;
+    assert_eq!((s, b["fsync_stalled"].as_bool()), (200, Some(true)), "{b}");
+    let write = tokio::spawn({
+        let url = url.clone();
+        async move { send(client().put(format!("{url}/v1/config/ns/stalled"))).await }
+    });
+    let held = tokio::time::timeout(Duration::from_millis(300), async {
+        while !write.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(held.is_err(), "a durable write finished while the disk was stalled");
+    let (s, _) =
+        send(client().put(format!("{url}/v1/node/disk")).json(&serde_json::json!({"fsync_stalled": false}))).await;
+    assert_eq!(s, 200);
+    let (s, b) = write.await.unwrap();
+    assert!((200..300).contains(&s), "{s} {b}");
+}

@@ -109,7 +109,29 @@ pub struct Transport {
 /// The stream to one peer (at one address).
 struct Lane {
     addr: String,
-    state: tokio::sync::Mutex<LaneState>,
+    /// Read on every call (a short std lock, never held across an await).
+    state: Mutex<LaneState>,
+    /// Held only while a connection is being opened, so concurrent callers open one.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl Lane {
+    fn new(addr: &str) -> Arc<Self> {
+        Arc::new(Lane { addr: addr.to_string(), state: Mutex::new(LaneState::Closed), opening: Default::default() })
+    }
+
+    /// `Some(answer)` when the state settles it without connecting.
+    fn settled(&self) -> Option<Option<Arc<Conn>>> {
+        match &*self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+            LaneState::Open(c) if !c.is_closed() => Some(Some(c.clone())),
+            LaneState::HttpUntil(t) if tokio::time::Instant::now() < *t => Some(None),
+            _ => None,
+        }
+    }
+
+    fn set(&self, state: LaneState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
 }
 
 enum LaneState {
@@ -161,33 +183,32 @@ impl Transport {
     async fn stream(&self, peer: u64, addr: &str) -> Result<Option<Arc<Conn>>, RpcError> {
         let lane = {
             let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-            let lane = lanes.entry(peer).or_insert_with(|| {
-                Arc::new(Lane { addr: addr.to_string(), state: tokio::sync::Mutex::new(LaneState::Closed) })
-            });
+            let lane = lanes.entry(peer).or_insert_with(|| Lane::new(addr));
             if lane.addr != addr {
                 // The peer moved: a new lane to the new address.
-                *lane = Arc::new(Lane { addr: addr.to_string(), state: tokio::sync::Mutex::new(LaneState::Closed) });
+                *lane = Lane::new(addr);
             }
             lane.clone()
         };
-        let mut state = lane.state.lock().await;
-        match &*state {
-            LaneState::Open(c) if !c.is_closed() => return Ok(Some(c.clone())),
-            LaneState::HttpUntil(t) if tokio::time::Instant::now() < *t => return Ok(None),
-            _ => {}
+        if let Some(answer) = lane.settled() {
+            return Ok(answer);
+        }
+        let _opening = lane.opening.lock().await;
+        if let Some(answer) = lane.settled() {
+            return Ok(answer); // another caller opened it meanwhile
         }
         match Conn::connect(addr, self.node_id, self.config.body_limit_bytes).await {
             Ok(Some(c)) => {
-                *state = LaneState::Open(c.clone());
+                lane.set(LaneState::Open(c.clone()));
                 Ok(Some(c))
             }
             Ok(None) => {
                 tracing::info!(peer, addr, "peer does not take the stream transport; using HTTP with it");
-                *state = LaneState::HttpUntil(tokio::time::Instant::now() + HTTP_ONLY_RETRY);
+                lane.set(LaneState::HttpUntil(tokio::time::Instant::now() + HTTP_ONLY_RETRY));
                 Ok(None)
             }
             Err(e) => {
-                *state = LaneState::Closed;
+                lane.set(LaneState::Closed);
                 Err(RpcError::Unreachable { peer, reason: format!("connecting to {addr}: {e}") })
             }
         }
@@ -371,7 +392,7 @@ mod tests {
         loop {
             let in_flight = {
                 let lane = t.lanes.lock().unwrap().get(&2).unwrap().clone();
-                match &*lane.state.lock().await {
+                match &*lane.state.lock().unwrap() {
                     LaneState::Open(c) => c.in_flight(),
                     _ => 0,
                 }

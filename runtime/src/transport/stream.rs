@@ -25,6 +25,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -76,25 +77,25 @@ impl Conn {
     /// Open a stream to the peer listener at `addr`. `Ok(None)`: the peer does not speak it
     /// (an older node); use HTTP.
     pub async fn connect(addr: &str, from: u64, body_limit: usize) -> std::io::Result<Option<Arc<Conn>>> {
-        let mut tcp = TcpStream::connect(addr).await?;
+        let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let head = format!(
-            "GET {STREAM_PATH} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: {PROTOCOL}\r\n{FROM_HEADER}: {from}\r\n\r\n"
-        );
-        tcp.write_all(head.as_bytes()).await?;
-        // The answer's head, byte by byte up to the blank line (nothing else is sent before it).
-        let mut resp = Vec::with_capacity(256);
-        let mut byte = [0u8; 1];
-        while !resp.ends_with(b"\r\n\r\n") {
-            if resp.len() > 8192 || tcp.read(&mut byte).await? == 0 {
-                return Err(std::io::Error::other("the peer closed the stream upgrade"));
-            }
-            resp.push(byte[0]);
-        }
-        if !resp.starts_with(b"HTTP/1.1 101") {
+        // The upgrade itself is hyper's client: one HTTP/1.1 request, then the raw connection.
+        let (mut sender, http) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(std::io::Error::other)?;
+        tokio::spawn(http.with_upgrades());
+        let req = axum::http::Request::get(STREAM_PATH)
+            .header(header::HOST, addr)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, PROTOCOL)
+            .header(FROM_HEADER, from)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(std::io::Error::other)?;
+        let resp = sender.send_request(req).await.map_err(std::io::Error::other)?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(None);
         }
-        let (read, write) = tcp.into_split();
+        let upgraded = hyper::upgrade::on(resp).await.map_err(std::io::Error::other)?;
+        let (read, write) = tokio::io::split(TokioIo::new(upgraded));
         let (frames, rx) = mpsc::unbounded_channel();
         let conn = Arc::new(Conn {
             frames,
@@ -247,7 +248,7 @@ async fn accept(State(server): State<Server>, mut req: Request) -> Response {
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => serve(hyper_util::rt::TokioIo::new(upgraded), server, from).await,
+            Ok(upgraded) => serve(TokioIo::new(upgraded), server, from).await,
             Err(e) => tracing::debug!(error = %e, "peer stream upgrade failed"),
         }
     });
