@@ -435,3 +435,54 @@ async fn nothing_is_acknowledged_or_applied_before_the_leaders_own_copy_is_on_di
         .await;
     }
 }
+
+/// A follower acknowledges an entry only once it is on its own disk: with both followers' disks
+/// stalled the entry reaches them, yet the leader counts no follower as holding it, applies
+/// nothing and does not answer the client; one follower's disk coming back is enough.
+#[tokio::test]
+async fn a_follower_acknowledges_an_entry_only_once_it_is_on_its_disk() {
+    let c = Cluster::start(EXE, 3).await;
+    create_ns(&c.url(1), "d").await;
+    let leader = c.leader().await;
+    let followers: Vec<usize> = (1..=3).filter(|id| *id != leader).collect();
+    let index_of = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap();
+    let before = index_of(&c.status(leader).await, "last_log_index");
+
+    for f in &followers {
+        c.stall_disk(*f, true).await;
+    }
+    let write = tokio::spawn({
+        let url = c.url(leader);
+        async move { put(&url, "d", "k", 7).await }
+    });
+    let cr = &c;
+    for f in followers.iter().copied() {
+        // The entry is written on the follower, which now waits for its disk.
+        c.wait_for(&format!("follower {f} to wait for its disk"), || async move {
+            cr.disk(f).await["syncs_waiting"].as_u64() > Some(0)
+        })
+        .await;
+    }
+    let s = c.status(leader).await;
+    let target = index_of(&s, "last_log_index");
+    assert!(target > before, "the leader holds the entry: {s}");
+    let matched: Vec<u64> = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["node_id"] != leader as u64)
+        .map(|x| x["matched_index"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(matched.iter().all(|m| *m < target), "a follower acknowledged an entry not on its disk: {s}");
+    assert!(index_of(&s, "applied_index") < target, "the leader applied without a follower's durable copy: {s}");
+    assert!(!write.is_finished(), "the write was acknowledged with no follower's copy on disk");
+
+    c.stall_disk(followers[0], false).await;
+    assert!(write.await.unwrap().is_some(), "one follower's disk is enough for the write");
+    c.stall_disk(followers[1], false).await;
+    let f = followers[1];
+    c.wait_for(&format!("follower {f} to apply the write"), || async move {
+        cr.status(f).await["applied_index"].as_u64() >= Some(target)
+    })
+    .await;
+}

@@ -138,6 +138,8 @@ async fn fault_controls_are_guarded_and_check_their_input() {
         let (s, b) = send(client().put(format!("{}{path}", plain.url())).json(&body)).await;
         assert_eq!((s, b["error"]["code"].as_str()), (403, Some("fault_injection_disabled")), "{path}: {b}");
     }
+    let (s, b) = send(client().get(format!("{}/v1/node/disk", plain.url()))).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("fault_injection_disabled")), "{b}");
     drop(plain);
 
     let dir = tempfile::tempdir().unwrap();
@@ -158,13 +160,20 @@ async fn fault_controls_are_guarded_and_check_their_input() {
         let url = url.clone();
         async move { send(client().put(format!("{url}/v1/config/ns/stalled"))).await }
     });
-    let held = tokio::time::timeout(Duration::from_millis(300), async {
-        while !write.is_finished() {
-            tokio::task::yield_now().await;
+    // The write waits for the disk (and says so on `GET /v1/node/disk`)…
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, b) = send(client().get(format!("{url}/v1/node/disk"))).await;
+        assert_eq!((s, b["fsync_stalled"].as_bool()), (200, Some(true)), "{b}");
+        if b["syncs_waiting"].as_u64() > Some(0) {
+            break;
         }
-    })
-    .await;
-    assert!(held.is_err(), "a durable write finished while the disk was stalled");
+        assert!(!write.is_finished(), "a durable write finished without waiting for the stalled disk");
+        assert!(tokio::time::Instant::now() < deadline, "no write waited for the stalled disk: {b}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // …and is not answered while it is stalled.
+    assert!(!write.is_finished(), "a durable write finished while the disk was stalled");
     let (s, _) =
         send(client().put(format!("{url}/v1/node/disk")).json(&serde_json::json!({"fsync_stalled": false}))).await;
     assert_eq!(s, 200);

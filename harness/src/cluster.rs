@@ -274,6 +274,13 @@ impl Cluster {
         assert_eq!(s, 200, "{b}");
     }
 
+    /// Node `id`'s disk: `{"fsync_stalled": bool, "syncs_waiting": n}`.
+    pub async fn disk(&self, id: usize) -> serde_json::Value {
+        let (s, b) = send(client().get(format!("{}/v1/node/disk", self.url(id)))).await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
     /// Set node `id`'s clock offset (the injectable clock), in ms from the real time.
     pub async fn skew_clock(&self, id: usize, offset_ms: i64) {
         let (s, b) = send(

@@ -323,10 +323,14 @@ fn node_routes(config: &NodeConfig, faults: &Faults, clock: &Clock, store: &Stor
         )
         .route(
             "/v1/node/disk",
-            put(|State(s): State<NodeState>, Json(body): Json<DiskBody>| async move {
+            get(|State(s): State<NodeState>| async move {
+                guard(&s)?;
+                Ok::<_, ApiError>(axum::Json(disk_status(&s.store)))
+            })
+            .put(|State(s): State<NodeState>, Json(body): Json<DiskBody>| async move {
                 guard(&s)?;
                 s.store.stall_fsync(body.fsync_stalled);
-                Ok::<_, ApiError>(axum::Json(serde_json::json!({ "fsync_stalled": body.fsync_stalled })))
+                Ok::<_, ApiError>(axum::Json(disk_status(&s.store)))
             }),
         )
         .route(
@@ -340,6 +344,11 @@ fn node_routes(config: &NodeConfig, faults: &Faults, clock: &Clock, store: &Stor
             }),
         )
         .with_state(state)
+}
+
+/// `/v1/node/disk`'s answer: whether syncs are stalled and how many writers wait for one.
+fn disk_status(store: &Store) -> serde_json::Value {
+    serde_json::json!({ "fsync_stalled": store.fsync_stalled(), "syncs_waiting": store.syncs_waiting() })
 }
 
 fn write_node_info(dir: &Path, id: &NodeIdentity) -> anyhow::Result<()> {

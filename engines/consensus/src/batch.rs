@@ -49,6 +49,27 @@ impl Batcher {
         }
     }
 
+    /// For the proposer that was just told to start a driver: its own command back, if it is
+    /// the only one queued, to propose it itself (sparing a task hand-off when writes come one
+    /// at a time). The caller still holds the driver's slot and must [`release`](Self::release)
+    /// it afterwards.
+    pub(crate) fn take_lone(&self) -> Option<(Command, Waiter)> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.queue.len() == 1 { st.queue.pop() } else { None }
+    }
+
+    /// Give up a driver's slot; `true` if commands were queued meanwhile, in which case the
+    /// slot is kept and the caller must start a driver for them.
+    pub(crate) fn release(&self) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.queue.is_empty() {
+            st.drivers -= 1;
+            false
+        } else {
+            true
+        }
+    }
+
     /// The next batch, or `None` (and the driver stops) when the queue is empty.
     pub(crate) fn next(&self) -> Option<Vec<(Command, Waiter)>> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -130,5 +151,28 @@ mod tests {
         assert!(b.next().is_none());
         assert!(b.next().is_none());
         assert!(b.push(cmd(), waiter().0), "a stopped driver is replaced");
+    }
+
+    #[test]
+    fn a_lone_proposal_is_taken_back_and_its_slot_passes_to_what_queued_meanwhile() {
+        let b = Batcher::default();
+        assert!(b.push(cmd(), waiter().0));
+        assert!(b.take_lone().is_some(), "the only command queued is handed back");
+        assert!(b.push(cmd(), waiter().0), "a second driver starts while the lone one is out");
+        assert!(!b.push(cmd(), waiter().0), "both slots busy: the command waits in the queue");
+        assert!(b.release(), "commands queued meanwhile: the slot is kept for a new driver");
+        assert_eq!(b.state.lock().unwrap().drivers, IN_FLIGHT);
+
+        let b = Batcher::default();
+        assert!(b.push(cmd(), waiter().0));
+        assert!(b.push(cmd(), waiter().0));
+        assert!(b.take_lone().is_none(), "two queued commands go as a batch");
+        assert_eq!(b.next().map(|v| v.len()), Some(2));
+
+        let b = Batcher::default();
+        assert!(b.push(cmd(), waiter().0));
+        assert!(b.take_lone().is_some());
+        assert!(!b.release(), "nothing queued: the slot is freed");
+        assert_eq!(b.state.lock().unwrap().drivers, 0);
     }
 }

@@ -291,25 +291,39 @@ impl Consensus {
     pub async fn propose_batched(&self, system: &str, payload: Vec<u8>) -> Result<Vec<u8>, ConsensusError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.inner.batcher.push(Command { system: system.to_string(), payload }, tx) {
-            let me = self.clone();
-            tokio::spawn(async move {
-                while let Some(batch) = me.inner.batcher.next() {
-                    if batch.len() == 1 {
-                        let Some((cmd, waiter)) = batch.into_iter().next() else { continue };
-                        let r = me.propose(&cmd.system, cmd.payload).await;
-                        let _ = waiter.send(r);
-                        continue;
-                    }
-                    let cmds: Vec<&Command> = batch.iter().map(|(c, _)| c).collect();
-                    let result = match postcard::to_allocvec(&cmds) {
-                        Ok(bytes) => me.propose(crate::batch::BATCH, bytes).await,
-                        Err(e) => Err(ConsensusError::Unknown(e.to_string())),
-                    };
-                    crate::batch::answer(batch, result);
-                }
-            });
+            if let Some((cmd, _unused)) = self.inner.batcher.take_lone() {
+                // Alone in the queue: proposed from this task, sparing the hand-off to a driver
+                // (a write at a time is latency-bound). The slot is released, or passed to a
+                // new driver for what queued meanwhile, however this ends — even if the caller
+                // drops this future.
+                let _slot = DriverSlot(self);
+                return self.propose(&cmd.system, cmd.payload).await;
+            }
+            self.spawn_driver();
         }
         rx.await.map_err(|_| ConsensusError::NotRunning)?
+    }
+
+    /// A task that proposes queued commands, a batch at a time, until the queue is empty.
+    fn spawn_driver(&self) {
+        let me = self.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        rt.spawn(async move {
+            while let Some(batch) = me.inner.batcher.next() {
+                if batch.len() == 1 {
+                    let Some((cmd, waiter)) = batch.into_iter().next() else { continue };
+                    let r = me.propose(&cmd.system, cmd.payload).await;
+                    let _ = waiter.send(r);
+                    continue;
+                }
+                let cmds: Vec<&Command> = batch.iter().map(|(c, _)| c).collect();
+                let result = match postcard::to_allocvec(&cmds) {
+                    Ok(bytes) => me.propose(crate::batch::BATCH, bytes).await,
+                    Err(e) => Err(ConsensusError::Unknown(e.to_string())),
+                };
+                crate::batch::answer(batch, result);
+            }
+        });
     }
 
     pub(crate) async fn write_local(
@@ -603,6 +617,18 @@ impl From<WireError> for ConsensusError {
             WireError::NotRunning => ConsensusError::NotRunning,
             WireError::Rejected(s) => ConsensusError::Rejected(s),
             WireError::NoSuchSystem(s) => ConsensusError::NoSuchSystem(s),
+        }
+    }
+}
+
+/// A batch driver's slot held by a proposer that sent its lone command itself; dropping it
+/// frees the slot, or starts a driver for commands queued meanwhile.
+struct DriverSlot<'a>(&'a Consensus);
+
+impl Drop for DriverSlot<'_> {
+    fn drop(&mut self) {
+        if self.0.inner.batcher.release() {
+            self.0.spawn_driver();
         }
     }
 }

@@ -206,6 +206,18 @@ impl Store {
         }
     }
 
+    /// Syncs asked for and not yet done (writers waiting for the disk); what a stalled disk
+    /// holds back.
+    pub fn syncs_waiting(&self) -> u64 {
+        let synced = *self.inner.synced.borrow();
+        if synced == u64::MAX { 0 } else { self.inner.requested.load(Ordering::SeqCst).saturating_sub(synced) }
+    }
+
+    /// Whether syncs are stalled (fault injection).
+    pub fn fsync_stalled(&self) -> bool {
+        self.inner.stalled.load(Ordering::SeqCst)
+    }
+
     fn request_sync(&self) -> u64 {
         let ticket = self.inner.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let (lock, cvar) = &self.inner.wake;
