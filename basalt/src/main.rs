@@ -273,7 +273,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     basalt_runtime::logging::init(config.log_format, &config.log_level);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(basalt_runtime::node::run(config, engines(), plugs, CancellationToken::new()))
 }
 

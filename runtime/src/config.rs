@@ -49,6 +49,9 @@ pub struct NodeConfig {
     pub fsync_interval_ms: u64,
     /// How long shutdown waits for in-flight requests and background tasks.
     pub shutdown_grace_ms: u64,
+    /// Threads running the node's async tasks; 0 (the default) is one per core. Fewer when
+    /// several nodes share a machine's cores (a benchmark's cluster on one host).
+    pub worker_threads: usize,
     /// Added to the wall clock everywhere the node reads it. For fault tests that skew a node's
     /// clock; leave at 0 in production.
     pub clock_offset_ms: i64,
@@ -75,6 +78,7 @@ impl Default for NodeConfig {
             fsync: FsyncPolicy::Always,
             fsync_interval_ms: 100,
             shutdown_grace_ms: 10_000,
+            worker_threads: 0,
             clock_offset_ms: 0,
             http: HttpConfig::default(),
             transport: TransportConfig::default(),

@@ -408,6 +408,55 @@ mod tests {
         assert!(took < Duration::from_secs(10), "failed when the stream broke, not at the timeout: {took:?}");
     }
 
+    /// A peer that answered the upgrade with 404 (an older node) is called over HTTP until the
+    /// retry time passes; then it is asked again, and once upgraded it gets the stream.
+    #[tokio::test]
+    async fn a_peer_without_the_stream_is_asked_again_after_the_retry_time() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let upgraded = Arc::new(AtomicBool::new(false));
+        let app = {
+            let stream =
+                stream::routes(app(Faults::default()), TransportConfig::default().body_limit_bytes, Default::default());
+            let upgraded = upgraded.clone();
+            stream.merge(app(Faults::default())).layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+                let on = upgraded.load(Ordering::SeqCst);
+                async move {
+                    if !on && req.uri().path() == stream::STREAM_PATH {
+                        return StatusCode::NOT_FOUND.into_response();
+                    }
+                    next.run(req).await
+                }
+            }))
+        };
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(l, app).await });
+
+        let t = Transport::new(1, TransportConfig::default(), Faults::default()).unwrap();
+        let lane_state = |t: &Transport| -> &'static str {
+            let lane = t.lanes.lock().unwrap().get(&2).unwrap().clone();
+            match &*lane.state.lock().unwrap() {
+                LaneState::Open(c) if !c.is_closed() => "stream",
+                LaneState::HttpUntil(_) => "http",
+                _ => "closed",
+            }
+        };
+        let r: Vec<u32> = t.call(2, &addr, "/echo", &vec![1u32], None).await.unwrap();
+        assert_eq!((r, lane_state(&t)), (vec![2], "http"), "an older node is called over HTTP");
+        upgraded.store(true, Ordering::SeqCst);
+        let r: Vec<u32> = t.call(2, &addr, "/echo", &vec![2u32], None).await.unwrap();
+        assert_eq!((r, lane_state(&t)), (vec![4], "http"), "not asked again before the retry time");
+
+        // The retry time passes (moved instead of waited for): the next call asks again.
+        let lane = t.lanes.lock().unwrap().get(&2).unwrap().clone();
+        match &mut *lane.state.lock().unwrap() {
+            LaneState::HttpUntil(until) => *until = tokio::time::Instant::now() - Duration::from_millis(1),
+            _ => panic!("the lane left HTTP-only by itself"),
+        }
+        let r: Vec<u32> = t.call(2, &addr, "/echo", &vec![3u32], None).await.unwrap();
+        assert_eq!((r, lane_state(&t)), (vec![6], "stream"), "the upgraded peer gets the stream");
+    }
+
     /// A stream that sends a broken or oversized frame is closed; the listener keeps serving.
     #[tokio::test]
     async fn bad_frames_close_the_stream_and_nothing_else() {
