@@ -193,6 +193,10 @@ impl PeerProcess {
         Ok(Self { child, name: name.to_string(), log: log.to_path_buf() })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether `program` is on PATH.
     pub fn available(program: &str) -> bool {
         Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()

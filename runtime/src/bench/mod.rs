@@ -3,6 +3,9 @@
 //! a table for people and, with `--json`, exactly one JSON object:
 //! `{"system":"ids","results":[{"name","unit","value","p50_us","p99_us","peer","peer_value","ratio"}]}`.
 
+mod cpu;
+pub use cpu::{CpuMeter, ops_per_cpu_sec};
+
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

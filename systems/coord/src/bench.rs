@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use basalt_runtime::bench::{BenchOpts, BenchResult, Measured, Report, measure_async};
+use basalt_runtime::bench::{BenchOpts, BenchResult, CpuMeter, Measured, Report, measure_async, ops_per_cpu_sec};
 use basalt_runtime::process::{etcd_cluster, raft_cluster};
 use tonic::transport::Channel;
 
@@ -131,27 +131,31 @@ async fn watch_latency(opts: &BenchOpts, chans: &[Channel]) -> anyhow::Result<Me
     Ok(Measured { ops: writes, errors: 0, elapsed: Duration::from_secs(1), hist })
 }
 
+/// A scenario's result and the servers' CPU time during its measured window.
+type WithCpu = (Measured, Option<Duration>);
+
 struct Side {
-    put1: Measured,
-    put_many: Measured,
-    range: Measured,
+    put1: WithCpu,
+    put_many: WithCpu,
+    range: WithCpu,
     watch: Measured,
-    lock: Measured,
+    lock: WithCpu,
 }
 
-async fn run_side(opts: &BenchOpts, label: &str, endpoints: &[String]) -> anyhow::Result<Side> {
+async fn run_side(opts: &BenchOpts, label: &str, endpoints: &[String], servers: &CpuMeter) -> anyhow::Result<Side> {
     let chans = channels(endpoints).await?;
     let mut kv = KvClient::new(chans[0].clone());
     for n in 0..KEYS {
         kv.put(pb::PutRequest { key: format!("bench/{n}").into_bytes(), value: value(), ..Default::default() }).await?;
     }
-    Ok(Side {
-        put1: puts(opts, &format!("{label} put, 1 client"), &chans, 1).await,
-        put_many: puts(opts, &format!("{label} put, {MANY} clients"), &chans, MANY).await,
-        range: ranges(opts, &format!("{label} linearizable range, {MANY} clients"), &chans, MANY).await,
-        watch: watch_latency(opts, &chans).await?,
-        lock: locks(opts, &format!("{label} lock + unlock, 16 clients"), &chans, 16).await?,
-    })
+    let put1 = servers.during(opts, puts(opts, &format!("{label} put, 1 client"), &chans, 1)).await;
+    let put_many = servers.during(opts, puts(opts, &format!("{label} put, {MANY} clients"), &chans, MANY)).await;
+    let range =
+        servers.during(opts, ranges(opts, &format!("{label} linearizable range, {MANY} clients"), &chans, MANY)).await;
+    let watch = watch_latency(opts, &chans).await?;
+    let (lock, lock_cpu) =
+        servers.during(opts, locks(opts, &format!("{label} lock + unlock, 16 clients"), &chans, 16)).await;
+    Ok(Side { put1, put_many, range, watch, lock: (lock?, lock_cpu) })
 }
 
 pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
@@ -161,6 +165,7 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     std::fs::create_dir_all(dir.path().join("etcd"))?;
     let basalt = {
         let (nodes, _) = raft_cluster(&opts.exe, &dir.path().join("basalt"), 3, |_| Vec::new()).await?;
+        let servers = CpuMeter::new(nodes.iter().map(|n| n.pid()));
         let http = reqwest::Client::new();
         let mut endpoints = Vec::new();
         for n in &nodes {
@@ -168,16 +173,30 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
             let addr = v["etcd_addr"].as_str().context("no etcd_addr")?;
             endpoints.push(format!("http://{addr}"));
         }
-        run_side(opts, "basalt", &endpoints).await.context("the Basalt side")?
+        run_side(opts, "basalt", &endpoints, &servers).await.context("the Basalt side")?
     };
     let etcd = {
-        let (_procs, urls) = etcd_cluster(&dir.path().join("etcd"), 3, INSTALL).await?;
-        run_side(opts, "etcd", &urls).await.context("the etcd side")?
+        let (procs, urls) = etcd_cluster(&dir.path().join("etcd"), 3, INSTALL).await?;
+        let servers = CpuMeter::new(procs.iter().map(|p| p.pid()));
+        run_side(opts, "etcd", &urls, &servers).await.context("the etcd side")?
     };
-    let row = |name: &str, b: &Measured, e: &Measured, unit: &str| {
-        let mut r = BenchResult::from_measured(name, b);
+    let row = |name: &str, b: &WithCpu, e: &WithCpu, unit: &str| {
+        let mut r = BenchResult::from_measured(name, &b.0);
         r.unit = unit.into();
-        r.with_peer(&format!("{PEER} (p99 {:.0} µs)", e.percentile_us(99.0)), e.ops_per_sec())
+        r.with_peer(&format!("{PEER} (p99 {:.0} µs)", e.0.percentile_us(99.0)), e.0.ops_per_sec())
+    };
+    // Work per request: requests per CPU-second of the three servers together (all threads),
+    // in the same measured window. It holds up on a busy machine where throughput does not.
+    let per_cpu = |name: &str, b: &WithCpu, e: &WithCpu, unit: &str| {
+        let (Some(bc), Some(ec)) = (b.1, e.1) else { return None };
+        let mut r = BenchResult::from_measured(name, &b.0);
+        r.value = ops_per_cpu_sec(b.0.ops, bc).round();
+        r.unit = unit.into();
+        (r.p50_us, r.p99_us) = (0.0, 0.0);
+        Some(r.with_peer(
+            &format!("{PEER} ({:.0} µs CPU each)", 1e6 / ops_per_cpu_sec(e.0.ops, ec).max(1e-9)),
+            ops_per_cpu_sec(e.0.ops, ec),
+        ))
     };
     let lat = |name: &str, m: &Measured| {
         BenchResult::ms(name, m.percentile_us(50.0), m.percentile_us(50.0), m.percentile_us(99.0))
@@ -191,6 +210,23 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
             row("lock + unlock (v3lock), 16 clients", &basalt.lock, &etcd.lock, "pairs/s"),
             lat("watch event latency, basalt (p50 ms; write on 1, watch on 2)", &basalt.watch),
             lat("watch event latency, etcd (p50 ms; same)", &etcd.watch),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            [
+                per_cpu("put, 1 client: per server CPU-second", &basalt.put1, &etcd.put1, "puts"),
+                per_cpu(
+                    &format!("put, {MANY} clients: per server CPU-second"),
+                    &basalt.put_many,
+                    &etcd.put_many,
+                    "puts",
+                ),
+                per_cpu("linearizable range: per server CPU-second", &basalt.range, &etcd.range, "ranges"),
+                per_cpu("lock + unlock: per server CPU-second", &basalt.lock, &etcd.lock, "pairs"),
+            ]
+            .into_iter()
+            .flatten(),
+        )
+        .collect(),
     })
 }
