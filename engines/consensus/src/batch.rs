@@ -19,14 +19,21 @@ use crate::types::{Command, Reply};
 pub const BATCH: &str = "__batch";
 /// At most this many commands go in one entry.
 pub(crate) const BATCH_MAX: usize = 512;
-/// Batches in flight at once per node.
+/// Batches in flight at once per node, by default (`batches_in_flight`).
 pub(crate) const IN_FLIGHT: usize = 2;
 
 pub(crate) type Waiter = oneshot::Sender<Result<Vec<u8>, ConsensusError>>;
 
-#[derive(Default)]
 pub(crate) struct Batcher {
     pub(crate) state: Mutex<BatchState>,
+    /// At most this many drivers (batches in flight) at once.
+    in_flight: usize,
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        Self::new(IN_FLIGHT)
+    }
 }
 
 #[derive(Default)]
@@ -37,11 +44,15 @@ pub(crate) struct BatchState {
 }
 
 impl Batcher {
+    pub(crate) fn new(in_flight: usize) -> Self {
+        Self { state: Mutex::default(), in_flight: in_flight.max(1) }
+    }
+
     /// Queue a command; `true` if the caller should start a driver.
     pub(crate) fn push(&self, cmd: Command, waiter: Waiter) -> bool {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.queue.push((cmd, waiter));
-        if st.drivers < IN_FLIGHT {
+        if st.drivers < self.in_flight {
             st.drivers += 1;
             true
         } else {
@@ -151,6 +162,14 @@ mod tests {
         assert!(b.next().is_none());
         assert!(b.next().is_none());
         assert!(b.push(cmd(), waiter().0), "a stopped driver is replaced");
+    }
+
+    #[test]
+    fn the_number_of_drivers_follows_the_setting() {
+        let b = Batcher::new(3);
+        assert_eq!((0..5).filter(|_| b.push(cmd(), waiter().0)).count(), 3);
+        let b = Batcher::new(0);
+        assert_eq!((0..5).filter(|_| b.push(cmd(), waiter().0)).count(), 1, "never fewer than one");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct ConsensusConfig {
     pub log_kept_behind_snapshot: u64,
     /// How long a write or read barrier may take before the caller gets `timeout`.
     pub request_timeout_ms: u64,
+    /// `propose_batched`: batches a node sends into the log at once; commands arriving
+    /// meanwhile wait and go together in the next one.
+    pub batches_in_flight: usize,
     /// With `--join`: join as a voter (true) or as a learner — a non-voting replica that
     /// receives every entry and serves local reads, e.g. a region's read replica.
     pub join_as_voter: bool,
@@ -48,6 +51,7 @@ impl Default for ConsensusConfig {
             snapshot_every_entries: 10_000,
             log_kept_behind_snapshot: 1_000,
             request_timeout_ms: 5_000,
+            batches_in_flight: crate::batch::IN_FLIGHT,
             join_as_voter: true,
         }
     }
@@ -55,6 +59,7 @@ impl Default for ConsensusConfig {
 
 impl ConsensusConfig {
     pub fn raft_config(&self) -> anyhow::Result<openraft::Config> {
+        anyhow::ensure!(self.batches_in_flight >= 1, "engines.consensus: batches_in_flight must be at least 1");
         anyhow::ensure!(
             self.heartbeat_ms * 2 < self.election_timeout_min_ms,
             "engines.consensus: election_timeout_min_ms must exceed twice heartbeat_ms"
@@ -193,6 +198,7 @@ impl std::fmt::Debug for Consensus {
 
 impl Consensus {
     pub(crate) fn new(identity: NodeIdentity, config: ConsensusConfig, sm: SmStore, transport: Transport) -> Self {
+        let batcher = Arc::new(crate::batch::Batcher::new(config.batches_in_flight));
         Self {
             inner: Arc::new(Inner {
                 identity,
@@ -202,7 +208,7 @@ impl Consensus {
                 raft: OnceLock::new(),
                 reads: Arc::default(),
                 local_reads: Arc::default(),
-                batcher: Arc::default(),
+                batcher,
             }),
         }
     }
@@ -630,5 +636,19 @@ impl Drop for DriverSlot<'_> {
         if self.0.inner.batcher.release() {
             self.0.spawn_driver();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_are_refused_with_the_key_named() {
+        assert!(ConsensusConfig::default().raft_config().is_ok());
+        let e = ConsensusConfig { batches_in_flight: 0, ..Default::default() }.raft_config().unwrap_err();
+        assert!(e.to_string().contains("batches_in_flight"), "{e}");
+        let e = ConsensusConfig { heartbeat_ms: 300, ..Default::default() }.raft_config().unwrap_err();
+        assert!(e.to_string().contains("election_timeout_min_ms"), "{e}");
     }
 }
