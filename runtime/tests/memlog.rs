@@ -44,10 +44,16 @@ fn log_path(dir: &Path) -> std::path::PathBuf {
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// Every reader of the namespace agrees with the model.
+/// Every reader of the namespace agrees with the model: point reads, scans, ranges, key lists
+/// (in key order, after any mix of overwrites and deletes), and the key count and live bytes
+/// the rewrite decision uses.
 fn check(ns: &Namespace, model: &Model, probes: &[Vec<u8>]) {
     let all: Vec<(Vec<u8>, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     assert_eq!(ns.scan_prefix([]).unwrap(), all);
+    let stats = ns.memlog_stats().unwrap();
+    assert_eq!(stats.keys, model.len(), "key count");
+    let live: u64 = model.iter().map(|(k, v)| 9 + k.len() as u64 + v.len() as u64).sum();
+    assert_eq!(stats.live_bytes, live, "live bytes");
     for p in probes {
         assert_eq!(ns.get(p).unwrap(), model.get(p).cloned(), "get {p:?}");
         let want: Vec<_> = all.iter().filter(|(k, _)| k.starts_with(p)).cloned().collect();
@@ -71,12 +77,25 @@ enum Op {
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
-    // Few keys, sharing prefixes (and 0xff bytes, for prefix ends).
-    prop::collection::vec(prop::sample::select(vec![0u8, 1, 2, 0xff]), 0..4)
+    // Few keys, sharing prefixes (and 0xff bytes, for prefix ends); some 28-32 bytes long, on
+    // either side of the longest key the map holds inline (30), sorting among the short ones.
+    let short = prop::collection::vec(prop::sample::select(vec![0u8, 1, 2, 0xff]), 0..4);
+    prop_oneof![
+        4 => short.clone(),
+        1 => short.prop_map(|tail| {
+            let mut k = vec![1u8; 28];
+            k.extend(tail);
+            k
+        }),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let value = prop::collection::vec(any::<u8>(), 0..48);
+    // Mostly small values, some big (an overwrite by a much smaller value gives its memory back).
+    let value = prop_oneof![
+        4 => prop::collection::vec(any::<u8>(), 0..48),
+        1 => prop::collection::vec(any::<u8>(), 100..400),
+    ];
     prop_oneof![
         5 => (key(), value.clone()).prop_map(|(k, v)| Op::Put(k, v)),
         2 => key().prop_map(Op::Delete),
@@ -97,7 +116,8 @@ proptest! {
         let opts = MemLogOptions { rewrite_min_bytes: 600, rewrite_ratio: 2 };
         let (mut store, mut ns) = open(dir.path(), opts);
         let mut model = Model::new();
-        let probes: Vec<Vec<u8>> = vec![vec![], vec![0], vec![1], vec![1, 2], vec![0xff], vec![2, 0xff, 0xff]];
+        let probes: Vec<Vec<u8>> =
+            vec![vec![], vec![0], vec![1], vec![1, 2], vec![0xff], vec![2, 0xff, 0xff], vec![0, 0], vec![1, 0xff, 2]];
         for op in ops {
             match op {
                 Op::Put(k, v) => {

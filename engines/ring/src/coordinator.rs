@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::membership::Membership;
 use crate::replica::{Obj, Replica, Value, WireObj};
 
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub const READ: &str = "/ring/read";
 pub const MERGE: &str = "/ring/merge";
 pub const PUT: &str = "/ring/put";
@@ -184,6 +186,14 @@ impl Coordinator {
         self.membership.ring().partition_of(hash64(key))
     }
 
+    /// Whether this node is the first live node of the key's preference list (on `ring`, read
+    /// once by the caller): who coordinates its read-modify-writes, and, with N = 1, its only
+    /// replica. No allocation (the hot path of every one-node request).
+    fn first_live_is_me(&self, ring: &basalt_ring::ring::Ring, key: &[u8], n: usize) -> bool {
+        let me = self.membership.me;
+        ring.walk(ring.partition_of(hash64(key))).take(n).find(|id| self.membership.alive(*id)) == Some(me)
+    }
+
     /// The first `n` live nodes of the key's preference list.
     pub fn targets(&self, key: &[u8], n: usize) -> Vec<NodeId> {
         let ring = self.membership.ring();
@@ -328,7 +338,7 @@ impl Coordinator {
         self.replica.sync().await.map_err(internal)?;
         // Replicate each changed key once, with the last object the batch left it in.
         let mut jobs: Vec<(usize, Arc<Obj>)> = Vec::new();
-        let mut job_of: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        let mut job_of: FastMap<&[u8], usize> = FastMap::default();
         for (i, (r, obj)) in local.iter().enumerate() {
             if r.is_err() {
                 continue;
@@ -450,7 +460,7 @@ impl Coordinator {
         let actor = self.actor();
         let mut keys: Vec<&[u8]> = Vec::new();
         let mut of_key: Vec<Vec<usize>> = Vec::new();
-        let mut index: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        let mut index: FastMap<&[u8], usize> = FastMap::default();
         for (i, (k, _)) in ops.iter().enumerate() {
             let j = *index.entry(*k).or_insert_with(|| {
                 keys.push(k);
@@ -493,16 +503,16 @@ impl Coordinator {
         name: &str,
         ops: Vec<(Vec<u8>, Vec<u8>, Quorum)>,
     ) -> Vec<Result<Vec<u8>, RingError>> {
-        let me = self.membership.me;
         let mut out = Vec::with_capacity(ops.len());
-        let mut run: Vec<(Vec<u8>, Vec<u8>, Quorum)> = Vec::new();
+        let mut run: Vec<(Vec<u8>, Vec<u8>, Quorum)> = Vec::with_capacity(ops.len());
+        // The ring as it is now, read once for the batch (as `effective` and `home` read it).
+        let ring = self.membership.ring();
+        let members = ring.nodes().count();
         for (key, arg, q) in ops {
-            let local = q.check().is_ok() && {
-                let q = self.effective(q);
-                self.home(&key, q.n).into_iter().find(|h| self.membership.alive(*h)) == Some(me)
-            };
+            // This node coordinates the key: the first live of its home replicas is this one.
+            let local = q.check().is_ok() && self.first_live_is_me(&ring, &key, q.on_ring(members).n);
             if local {
-                run.push((key, arg, self.effective(q)));
+                run.push((key, arg, q.on_ring(members)));
                 continue;
             }
             out.extend(self.run_local(name, std::mem::take(&mut run)).await);
@@ -540,6 +550,10 @@ impl Coordinator {
         what: &str,
     ) -> Result<Arc<Obj>, RingError> {
         let me = self.membership.me;
+        // A one-node ring (the common case of the hot path): nobody else to send to.
+        if q.w <= 1 && self.membership.ring().nodes().all(|id| id == me) {
+            return Ok(obj);
+        }
         let others: Vec<NodeId> = self.targets(key, q.n).into_iter().filter(|id| *id != me).collect();
         if q.w <= 1 && others.is_empty() {
             return Ok(obj);
@@ -574,8 +588,9 @@ impl Coordinator {
     /// node is the key's only target (a one-node ring, or N = 1): no copy, nobody to repair.
     pub async fn get_shared(self: &Arc<Self>, key: &[u8], q: Quorum) -> Result<Arc<Obj>, RingError> {
         q.check()?;
-        let eq = self.effective(q);
-        if eq.n == 1 && self.targets(key, 1) == [self.membership.me] {
+        let ring = self.membership.ring();
+        let eq = q.on_ring(ring.nodes().count());
+        if eq.n == 1 && self.first_live_is_me(&ring, key, usize::MAX) {
             return match self.replica.get_shared(key) {
                 Ok(o) => Ok(o.unwrap_or_default()),
                 Err(e) => {

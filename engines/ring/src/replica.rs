@@ -10,11 +10,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use basalt_ring::bin::{ByteBuf, Bytes};
 use basalt_ring::dvv::{Dot, Object, VersionVector};
 use basalt_ring::hash::{hash64, mix};
 use basalt_ring::merkle::Merkle;
 use basalt_runtime::storage::Namespace;
+use basalt_runtime::storage::memlog::InlineKey;
 use serde::{Deserialize, Serialize};
 
 pub type Value = Vec<u8>;
@@ -28,9 +31,11 @@ const STRIPES: usize = 4096;
 /// Cache shards (each key's shard is a function of its stripe).
 const SHARDS: usize = 64;
 
-/// A cached object: what the store holds for the key, decoded.
+/// A cached object: what the store holds for the key, decoded. While a writer has the object
+/// checked out, `obj` is `None` (readers go to the store, which holds the old version until the
+/// change is written) and the slot stays, so putting the new object back costs no allocation.
 struct Slot {
-    obj: Arc<Obj>,
+    obj: Option<Arc<Obj>>,
     /// Its entry hash in the Merkle tree.
     hash: u64,
     /// Roughly what it costs in memory (its encoded size plus the key).
@@ -41,38 +46,102 @@ struct Slot {
 /// the store (write-through), so it never holds what the store does not.
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Vec<u8>, Slot>,
+    map: FastMap<InlineKey, Slot>,
     bytes: usize,
 }
 
 impl Shard {
-    fn take(&mut self, key: &[u8]) -> Option<Slot> {
-        let s = self.map.remove(key)?;
-        self.bytes -= s.bytes;
-        Some(s)
+    fn get(&self, key: &[u8]) -> Option<&Arc<Obj>> {
+        self.map.get(key)?.obj.as_ref()
+    }
+
+    /// Take the object out for a change, leaving the slot (empty) in place.
+    fn take(&mut self, key: &[u8]) -> Option<(Arc<Obj>, u64)> {
+        let s = self.map.get_mut(key)?;
+        let obj = s.obj.take()?;
+        Some((obj, s.hash))
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(s) = self.map.remove(key) {
+            self.bytes -= s.bytes;
+        }
     }
 
     fn put(&mut self, key: &[u8], slot: Slot, max_bytes: usize) {
         if slot.bytes > max_bytes {
+            self.remove(key);
             return;
         }
-        if let Some(old) = self.map.remove(key) {
-            self.bytes -= old.bytes;
+        if let Some(cur) = self.map.get_mut(key) {
+            if self.bytes - cur.bytes + slot.bytes <= max_bytes {
+                self.bytes = self.bytes - cur.bytes + slot.bytes;
+                *cur = slot;
+                return;
+            }
+            self.remove(key);
         }
         // Evict whatever the hash map yields first (an arbitrary key) until the slot fits.
         while self.bytes + slot.bytes > max_bytes {
             let Some(k) = self.map.keys().next().cloned() else { break };
-            self.take(&k);
+            self.remove(k.as_slice());
         }
         self.bytes += slot.bytes;
-        self.map.insert(key.to_vec(), slot);
+        self.map.insert(InlineKey::new(key), slot);
+    }
+}
+
+/// The Merkle trees of every partition, kept lazily: a write changes only its leaf (a wrapping
+/// add and subtract) and marks the partition; a tree is rebuilt from its leaves when anti-entropy
+/// (or a stats page) asks for it. The same trees as updating them on every write.
+struct Trees {
+    /// `2^MERKLE_DEPTH` leaves per partition, partition after partition.
+    leaves: Vec<u64>,
+    built: Vec<Merkle>,
+    dirty: Vec<bool>,
+}
+
+const LEAVES: usize = 1 << MERKLE_DEPTH;
+
+impl Trees {
+    fn new(partitions: usize) -> Self {
+        Self {
+            leaves: vec![0; partitions * LEAVES],
+            built: vec![Merkle::new(MERKLE_DEPTH); partitions],
+            dirty: vec![false; partitions],
+        }
+    }
+
+    /// Replace `old` (if any) by `new` (if any) in bucket `b` of partition `p`.
+    fn change(&mut self, p: usize, b: usize, old: Option<u64>, new: Option<u64>) {
+        let leaf = &mut self.leaves[p * LEAVES + b];
+        if let Some(h) = old {
+            *leaf = leaf.wrapping_sub(h);
+        }
+        if let Some(h) = new {
+            *leaf = leaf.wrapping_add(h);
+        }
+        self.dirty[p] = true;
+    }
+
+    fn tree(&mut self, p: usize) -> &Merkle {
+        if std::mem::take(&mut self.dirty[p]) {
+            let mut t = Merkle::new(MERKLE_DEPTH);
+            for (b, leaf) in self.leaves[p * LEAVES..(p + 1) * LEAVES].iter().enumerate() {
+                if *leaf != 0 {
+                    t.add(b, *leaf);
+                }
+            }
+            self.built[p] = t;
+        }
+        &self.built[p]
     }
 }
 
 pub struct Replica {
     ns: Namespace,
     partition_bits: u32,
-    trees: Mutex<Vec<Merkle>>,
+    trees: Mutex<Trees>,
     /// Keys whose object holds only tombstones (what collection looks at).
     tombstones: Mutex<std::collections::BTreeSet<Vec<u8>>>,
     stripes: Vec<tokio::sync::Mutex<()>>,
@@ -86,6 +155,11 @@ fn store_key(partition: u32, key: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&(partition as u16).to_be_bytes());
     k.extend_from_slice(key);
     k
+}
+
+/// The Merkle bucket of a key (by its hash) in a partition's tree.
+fn bucket_of(key_hash: u64, partition_bits: u32) -> usize {
+    ((key_hash << partition_bits) >> (64 - MERKLE_DEPTH)) as usize
 }
 
 /// An object's entry in its partition's Merkle tree: a hash of the key and the object's causal
@@ -112,7 +186,9 @@ pub fn entry_hash(key: &[u8], o: &Obj) -> u64 {
 /// through [`wire_obj`], which writes the same bytes as the derived encoding but copies
 /// values whole.
 pub fn encode(o: &Obj) -> Vec<u8> {
-    postcard::to_allocvec(&ObjSer::of(o)).unwrap_or_default()
+    let size =
+        8 + 20 * o.vv.0.len() + o.siblings.iter().map(|(_, v)| 24 + v.as_ref().map_or(0, Vec::len)).sum::<usize>();
+    postcard::to_extend(&ObjSer::of(o), Vec::with_capacity(size)).unwrap_or_default()
 }
 
 pub fn decode(b: &[u8]) -> anyhow::Result<Obj> {
@@ -176,6 +252,8 @@ pub fn decode_vv(b: &[u8]) -> anyhow::Result<basalt_ring::dvv::VersionVector> {
 /// what it is now.
 struct Work {
     key: Vec<u8>,
+    /// `hash64(key)`.
+    key_hash: u64,
     old_hash: Option<u64>,
     obj: Obj,
     /// The object's causal metadata when checked out: if it is the same after the change,
@@ -183,21 +261,46 @@ struct Work {
     before: Meta,
 }
 
-type Meta = (VersionVector, Vec<(Dot, bool)>);
+/// An object's causal metadata, exactly — the version vector's entries and each sibling's dot
+/// and whether it is a tombstone — as a run of words, held inline when short (one or two
+/// actors: no allocation per write).
+enum Meta {
+    Inline(usize, [u64; META_INLINE]),
+    Heap(Vec<u64>),
+}
+
+const META_INLINE: usize = 16;
+
+fn meta_words(o: &Obj) -> impl Iterator<Item = u64> + '_ {
+    std::iter::once(o.vv.0.len() as u64)
+        .chain(o.vv.0.iter().flat_map(|(n, c)| [*n, *c]))
+        .chain(std::iter::once(o.siblings.len() as u64))
+        .chain(o.siblings.iter().flat_map(|(d, v)| [d.node, d.counter, u64::from(v.is_some())]))
+}
 
 fn meta(o: &Obj) -> Meta {
-    (o.vv.clone(), o.siblings.iter().map(|(d, v)| (*d, v.is_some())).collect())
+    let n = 2 + 2 * o.vv.0.len() + 3 * o.siblings.len();
+    if n > META_INLINE {
+        return Meta::Heap(meta_words(o).collect());
+    }
+    let mut words = [0u64; META_INLINE];
+    for (slot, w) in words.iter_mut().zip(meta_words(o)) {
+        *slot = w;
+    }
+    Meta::Inline(n, words)
 }
 
 impl Work {
-    fn new(key: &[u8], old_hash: Option<u64>, obj: Obj) -> Self {
-        Work { key: key.to_vec(), old_hash, before: meta(&obj), obj }
+    fn new(key: &[u8], key_hash: u64, old_hash: Option<u64>, obj: Obj) -> Self {
+        Work { key: key.to_vec(), key_hash, old_hash, before: meta(&obj), obj }
     }
 
     fn changed(&self) -> bool {
-        self.obj.vv != self.before.0
-            || self.obj.siblings.len() != self.before.1.len()
-            || self.obj.siblings.iter().zip(&self.before.1).any(|((d, v), (bd, bv))| d != bd || v.is_some() != *bv)
+        let before: &[u64] = match &self.before {
+            Meta::Inline(n, w) => &w[..*n],
+            Meta::Heap(v) => v,
+        };
+        !meta_words(&self.obj).eq(before.iter().copied())
     }
 }
 
@@ -205,7 +308,7 @@ impl Replica {
     /// Open the replica and rebuild the Merkle trees from what is stored. Up to
     /// `cache_bytes_max` of decoded objects are kept in memory (0: none).
     pub fn open(ns: Namespace, partition_bits: u32, cache_bytes_max: usize) -> anyhow::Result<Self> {
-        let mut trees = vec![Merkle::new(MERKLE_DEPTH); 1 << partition_bits];
+        let mut trees = Trees::new(1 << partition_bits);
         let mut tombstones = std::collections::BTreeSet::new();
         for (k, v) in ns.scan_prefix([])? {
             if k.len() < 2 {
@@ -217,9 +320,7 @@ impl Replica {
             if o.is_deleted() {
                 tombstones.insert(key.to_vec());
             }
-            let t = &mut trees[p as usize];
-            let b = t.bucket(hash64(key), partition_bits);
-            t.add(b, entry_hash(key, &o));
+            trees.change(p as usize, bucket_of(hash64(key), partition_bits), None, Some(entry_hash(key, &o)));
         }
         let stripes = (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
         let cache = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
@@ -235,35 +336,48 @@ impl Replica {
     }
 
     pub fn partition_of(&self, key: &[u8]) -> u32 {
-        (hash64(key) >> (64 - self.partition_bits)) as u32
+        self.partition_of_hash(hash64(key))
+    }
+
+    fn partition_of_hash(&self, key_hash: u64) -> u32 {
+        (key_hash >> (64 - self.partition_bits)) as u32
     }
 
     fn stripe_of(key: &[u8]) -> usize {
-        (hash64(key) as usize) % STRIPES
+        Self::stripe_of_hash(hash64(key))
     }
 
-    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
-        self.cache[Self::stripe_of(key) % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+    fn stripe_of_hash(key_hash: u64) -> usize {
+        (key_hash as usize) % STRIPES
     }
 
-    fn load(&self, key: &[u8]) -> anyhow::Result<Option<Obj>> {
-        let p = self.partition_of(key);
+    fn shard(&self, key_hash: u64) -> std::sync::MutexGuard<'_, Shard> {
+        self.cache[Self::stripe_of_hash(key_hash) % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn load(&self, key: &[u8], key_hash: u64) -> anyhow::Result<Option<Obj>> {
+        let p = self.partition_of_hash(key_hash);
         self.ns.get(store_key(p, key))?.map(|b| decode(&b)).transpose()
+    }
+
+    fn trees(&self) -> std::sync::MutexGuard<'_, Trees> {
+        self.trees.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The stored object, if any (an empty object is not stored). From the cache when it holds
     /// the key; otherwise from the store, caching it if no writer holds the key's stripe (a
     /// writer may be about to change it, and the cache must never hold an old version).
     pub fn get_shared(&self, key: &[u8]) -> anyhow::Result<Option<Arc<Obj>>> {
-        if let Some(s) = self.shard(key).map.get(key) {
-            return Ok(Some(s.obj.clone()));
+        let h = hash64(key);
+        if let Some(o) = self.shard(h).get(key) {
+            return Ok(Some(o.clone()));
         }
-        let Ok(_g) = self.stripes[Self::stripe_of(key)].try_lock() else {
-            return Ok(self.load(key)?.map(Arc::new));
+        let Ok(_g) = self.stripes[Self::stripe_of_hash(h)].try_lock() else {
+            return Ok(self.load(key, h)?.map(Arc::new));
         };
-        let Some(o) = self.load(key)? else { return Ok(None) };
+        let Some(o) = self.load(key, h)? else { return Ok(None) };
         let o = Arc::new(o);
-        self.cache_put(key, o.clone(), None);
+        self.cache_put(key, h, o.clone(), None);
         Ok(Some(o))
     }
 
@@ -281,26 +395,27 @@ impl Replica {
         self.stripes[Self::stripe_of(key)].try_lock().is_err()
     }
 
-    fn cache_put(&self, key: &[u8], obj: Arc<Obj>, hash: Option<u64>) {
+    fn cache_put(&self, key: &[u8], key_hash: u64, obj: Arc<Obj>, hash: Option<u64>) {
         if self.shard_bytes_max == 0 {
             return;
         }
         let hash = hash.unwrap_or_else(|| entry_hash(key, &obj));
         let bytes =
             key.len() + 64 + obj.siblings.iter().map(|(_, v)| v.as_ref().map_or(16, |v| v.len() + 16)).sum::<usize>();
-        self.shard(key).put(key, Slot { obj, hash, bytes }, self.shard_bytes_max);
+        self.shard(key_hash).put(key, Slot { obj: Some(obj), hash, bytes }, self.shard_bytes_max);
     }
 
     /// Take `key`'s object out for a change (the caller holds the key's stripe lock). It leaves
-    /// the cache, so readers go to the store, which still has the old version until the change
-    /// is written.
+    /// the cache (its slot stays, empty), so readers go to the store, which still has the old
+    /// version until the change is written.
     fn checkout(&self, key: &[u8]) -> anyhow::Result<Work> {
-        if let Some(s) = self.shard(key).take(key) {
-            return Ok(Work::new(key, Some(s.hash), Arc::unwrap_or_clone(s.obj)));
+        let h = hash64(key);
+        if let Some((obj, hash)) = self.shard(h).take(key) {
+            return Ok(Work::new(key, h, Some(hash), Arc::unwrap_or_clone(obj)));
         }
-        Ok(match self.load(key)? {
-            Some(o) => Work::new(key, Some(entry_hash(key, &o)), o),
-            None => Work::new(key, None, Obj::default()),
+        Ok(match self.load(key, h)? {
+            Some(o) => Work::new(key, h, Some(entry_hash(key, &o)), o),
+            None => Work::new(key, h, None, Obj::default()),
         })
     }
 
@@ -310,7 +425,7 @@ impl Replica {
         let puts: Vec<(Vec<u8>, Vec<u8>)> = works
             .iter()
             .filter(|w| w.changed())
-            .map(|w| (store_key(self.partition_of(&w.key), &w.key), encode(&w.obj)))
+            .map(|w| (store_key(self.partition_of_hash(w.key_hash), &w.key), encode(&w.obj)))
             .collect();
         match puts.as_slice() {
             [] => {}
@@ -322,12 +437,12 @@ impl Replica {
             if !w.changed() {
                 let obj = Arc::new(w.obj);
                 if w.old_hash.is_some() {
-                    self.cache_put(&w.key, obj.clone(), w.old_hash);
+                    self.cache_put(&w.key, w.key_hash, obj.clone(), w.old_hash);
                 }
                 out.push(obj);
                 continue;
             }
-            let p = self.partition_of(&w.key);
+            let p = self.partition_of_hash(w.key_hash);
             let new_hash = entry_hash(&w.key, &w.obj);
             {
                 let mut t = self.tombstones.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,17 +452,9 @@ impl Replica {
                     t.remove(&w.key);
                 }
             }
-            {
-                let mut trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
-                let t = &mut trees[p as usize];
-                let b = t.bucket(hash64(&w.key), self.partition_bits);
-                if let Some(h) = w.old_hash {
-                    t.remove(b, h);
-                }
-                t.add(b, new_hash);
-            }
+            self.trees().change(p as usize, bucket_of(w.key_hash, self.partition_bits), w.old_hash, Some(new_hash));
             let obj = Arc::new(w.obj);
-            self.cache_put(&w.key, obj.clone(), Some(new_hash));
+            self.cache_put(&w.key, w.key_hash, obj.clone(), Some(new_hash));
             out.push(obj);
         }
         Ok(out)
@@ -446,7 +553,7 @@ impl Replica {
         let mut w = self.checkout(key)?;
         if w.old_hash.is_some() && w.obj.contains(other) {
             let o = w.obj.clone();
-            self.cache_put(key, Arc::new(w.obj), w.old_hash);
+            self.cache_put(key, w.key_hash, Arc::new(w.obj), w.old_hash);
             return Ok((o, false));
         }
         w.obj.merge(other);
@@ -463,16 +570,14 @@ impl Replica {
         let w = self.checkout(key)?;
         let Some(old_hash) = w.old_hash else { return Ok(false) };
         if w.obj != *expected {
-            self.cache_put(key, Arc::new(w.obj), Some(old_hash));
+            self.cache_put(key, w.key_hash, Arc::new(w.obj), Some(old_hash));
             return Ok(false);
         }
-        let p = self.partition_of(key);
+        let p = self.partition_of_hash(w.key_hash);
         self.ns.delete(store_key(p, key))?;
+        self.shard(w.key_hash).remove(key);
         self.tombstones.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-        let mut trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
-        let t = &mut trees[p as usize];
-        let b = t.bucket(hash64(key), self.partition_bits);
-        t.remove(b, old_hash);
+        self.trees().change(p as usize, bucket_of(w.key_hash, self.partition_bits), Some(old_hash), None);
         Ok(true)
     }
 
@@ -492,29 +597,27 @@ impl Replica {
 
     /// The Merkle leaves of a partition.
     pub fn leaves(&self, partition: u32) -> Vec<u64> {
-        let trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
-        trees[partition as usize].level(MERKLE_DEPTH).to_vec()
+        self.trees().tree(partition as usize).level(MERKLE_DEPTH).to_vec()
     }
 
     pub fn root(&self, partition: u32) -> u64 {
-        self.trees.lock().unwrap_or_else(|e| e.into_inner())[partition as usize].root()
+        self.trees().tree(partition as usize).root()
     }
 
     /// Partitions holding at least one object.
     pub fn partitions_held(&self) -> Vec<u32> {
-        let trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
-        (0..trees.len() as u32).filter(|p| trees[*p as usize].root() != 0).collect()
+        let mut trees = self.trees();
+        (0..trees.built.len()).filter(|p| trees.tree(*p).root() != 0).map(|p| p as u32).collect()
     }
 
     /// Every object of a partition, optionally only those in the given Merkle buckets.
     pub fn objects(&self, partition: u32, buckets: Option<&[usize]>) -> anyhow::Result<Vec<(Vec<u8>, Obj)>> {
         let prefix = (partition as u16).to_be_bytes();
-        let probe = Merkle::new(MERKLE_DEPTH);
         let mut out = Vec::new();
         for (k, v) in self.ns.scan_prefix(prefix)? {
             let key = k[2..].to_vec();
             if let Some(bs) = buckets
-                && !bs.contains(&probe.bucket(hash64(&key), self.partition_bits))
+                && !bs.contains(&bucket_of(hash64(&key), self.partition_bits))
             {
                 continue;
             }

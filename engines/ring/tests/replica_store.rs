@@ -1,7 +1,7 @@
 //! The replica's object cache and batched writes never change what a replica holds: random
 //! histories of writes, batches, merges and removals give, at every step, the objects a plain
 //! model computes — read through the cache, and again from the store after reopening (the
-//! persisted form), with the same Merkle trees — whatever the cache's size (none, tiny so it
+//! persisted form), with the Merkle trees built from scratch over the model — whatever the cache's size (none, tiny so it
 //! evicts all the time, large). Readers racing writers never see a key go back in time.
 
 use std::collections::BTreeMap;
@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use basalt_ring::dvv::VersionVector;
+use basalt_ring::hash::hash64;
+use basalt_ring::merkle::Merkle;
 use basalt_ring_engine::Obj;
 use basalt_ring_engine::replica::{self, Replica};
 use basalt_runtime::Store;
@@ -83,6 +85,20 @@ fn check(r: &Replica, model: &BTreeMap<Vec<u8>, Obj>) {
         let want = model.get(&key(k)).cloned().unwrap_or_default();
         assert_eq!(r.get(&key(k)).unwrap(), want, "key {k}");
     }
+    // The trees (kept lazily: leaves on write, rebuilt when asked) are, at every step, the
+    // trees built from scratch over the model's objects.
+    let mut want = vec![Merkle::new(replica::MERKLE_DEPTH); 1 << PARTITION_BITS];
+    for (k, o) in model {
+        let t = &mut want[r.partition_of(k) as usize];
+        let b = t.bucket(hash64(k), PARTITION_BITS);
+        t.add(b, replica::entry_hash(k, o));
+    }
+    for (p, t) in want.iter().enumerate() {
+        assert_eq!(r.leaves(p as u32), t.level(replica::MERKLE_DEPTH), "leaves of partition {p}");
+        assert_eq!(r.root(p as u32), t.root(), "root of partition {p}");
+    }
+    let held: Vec<u32> = (0..want.len() as u32).filter(|p| want[*p as usize].root() != 0).collect();
+    assert_eq!(r.partitions_held(), held);
 }
 
 fn trees(r: &Replica) -> Vec<Vec<u64>> {

@@ -1,5 +1,6 @@
-//! The in-memory backend: a namespace's data in an ordered map, every change appended to a log
-//! file (`<data_dir>/memlog/<name>.log`) — Redis's AOF model.
+//! The in-memory backend: a namespace's data in a hash map with its keys in order beside it
+//! (for scans), every change appended to a log file (`<data_dir>/memlog/<name>.log`) — Redis's
+//! AOF model.
 //!
 //! **Format.** The file starts with [`MAGIC`]; then records, each
 //! `len: u32 LE | crc32(payload): u32 LE | crc32(the first 8 bytes): u32 LE | payload`, the
@@ -16,7 +17,7 @@
 //! naming the file and offset.
 //!
 //! **Rewrite.** When the log passes `rewrite_min_bytes` and `rewrite_ratio` × the live data, a
-//! std thread writes the live map to a fresh file and swaps it in while writes go on:
+//! std thread writes the live data to a fresh file and swaps it in while writes go on:
 //! 1. Under the writer lock (which orders every append), a *pending* buffer starts: every
 //!    record appended from then on is also copied into it.
 //! 2. Off the lock, the map is copied to `<name>.log.tmp` in chunks (each under the map's read
@@ -34,7 +35,7 @@
 //!
 //! Nothing here fsyncs under the writer lock, so writers never wait for the disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::ops::Bound;
@@ -44,8 +45,131 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use super::{KeyValue, StorageError};
 
-/// A namespace's data.
-type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+/// A byte-string key held inline when it is short (most keys are), so a hash-map probe
+/// compares it where it sits instead of following a pointer to a cold allocation. Hashes,
+/// compares and orders as the bytes it holds (`Borrow<[u8]>`).
+#[derive(Clone)]
+pub enum InlineKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+/// The longest key held inline (the type is 32 bytes).
+const INLINE_KEY: usize = 30;
+
+impl InlineKey {
+    pub fn new(key: &[u8]) -> Self {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0u8; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            InlineKey::Inline { len: key.len() as u8, bytes }
+        } else {
+            InlineKey::Heap(key.into())
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            InlineKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            InlineKey::Heap(b) => b,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for InlineKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl std::hash::Hash for InlineKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state)
+    }
+}
+
+impl PartialEq for InlineKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for InlineKey {}
+
+impl PartialOrd for InlineKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InlineKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl std::fmt::Debug for InlineKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_slice())
+    }
+}
+
+/// A namespace's data: values in a hash map (a point read or an overwrite costs one hash and
+/// no key comparisons), and the keys in order beside it, touched only when a key is added or
+/// removed (for scans and ranges).
+#[derive(Default)]
+struct Map {
+    values: HashMap<InlineKey, Vec<u8>, foldhash::fast::RandomState>,
+    order: BTreeSet<InlineKey>,
+}
+
+impl Map {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+        self.values.get(key)
+    }
+
+    /// Put `value` under `key`; answers the old value's length if the key was there. An existing
+    /// key keeps its allocation (most writes overwrite a key) unless it is much too big.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Option<usize> {
+        if let Some(slot) = self.values.get_mut(key) {
+            let old = slot.len();
+            if slot.capacity() > 2 * value.len() + 64 {
+                *slot = value.to_vec();
+            } else {
+                slot.clear();
+                slot.extend_from_slice(value);
+            }
+            return Some(old);
+        }
+        let k = InlineKey::new(key);
+        self.order.insert(k.clone());
+        self.values.insert(k, value.to_vec());
+        None
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        let (k, v) = self.values.remove_entry(key)?;
+        self.order.remove(k.as_slice());
+        Some(v)
+    }
+
+    /// The entries with keys in the range, in key order.
+    fn range<'a>(
+        &'a self,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+    ) -> impl DoubleEndedIterator<Item = (&'a [u8], &'a Vec<u8>)> + 'a {
+        self.order.range::<[u8], _>((from, to)).filter_map(|k| self.values.get(k.as_slice()).map(|v| (k.as_slice(), v)))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &Vec<u8>)> {
+        self.values.iter().map(|(k, v)| (k.as_slice(), v))
+    }
+}
 
 /// The first bytes of every memlog file (format version 1).
 pub const MAGIC: &[u8; 8] = b"BSLTMLG1";
@@ -170,7 +294,7 @@ fn apply_payload(map: &mut Map, mut p: &[u8]) -> Result<(), &'static str> {
             PUT => {
                 let n = len(&mut p)?;
                 let v = take(&mut p, n)?;
-                map.insert(k.to_vec(), v.to_vec());
+                map.put(k, v);
             }
             DEL => {
                 map.remove(k);
@@ -192,7 +316,7 @@ fn replay(path: &Path) -> anyhow::Result<(Map, u64)> {
     let file = File::open(path).map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
     let file_len = file.metadata()?.len();
     let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut map = BTreeMap::new();
+    let mut map = Map::default();
     let show = path.display();
     if file_len < MAGIC.len() as u64 {
         let mut head = Vec::new();
@@ -287,7 +411,7 @@ impl MemLog {
         if tmp.exists() {
             std::fs::remove_file(&tmp).map_err(|e| anyhow::anyhow!("removing {}: {e}", tmp.display()))?;
         }
-        let (map, valid) = if path.exists() { replay(&path)? } else { (BTreeMap::new(), 0) };
+        let (map, valid) = if path.exists() { replay(&path)? } else { (Map::default(), 0) };
         if valid < MAGIC.len() as u64 {
             // New, or torn before its header was whole: write a fresh empty log atomically.
             let mut f = File::create(&tmp)?;
@@ -365,24 +489,12 @@ impl MemLog {
             let mut live = w.live as i128;
             for (k, v) in puts {
                 live += i128::from(entry_bytes(k, v));
-                // An existing key keeps its allocation (most writes overwrite a key).
-                match map.get_mut(*k) {
-                    Some(slot) => {
-                        live -= i128::from(entry_bytes(k, slot));
-                        if slot.capacity() > 2 * v.len() + 64 {
-                            *slot = v.to_vec();
-                        } else {
-                            slot.clear();
-                            slot.extend_from_slice(v);
-                        }
-                    }
-                    None => {
-                        map.insert(k.to_vec(), v.to_vec());
-                    }
+                if let Some(old) = map.put(k, v) {
+                    live -= i128::from(ENTRY_OVERHEAD + k.len() as u64 + old as u64);
                 }
             }
             for k in deletes {
-                if let Some(old) = map.remove(*k) {
+                if let Some(old) = map.remove(k) {
                     live -= i128::from(entry_bytes(k, &old));
                 }
             }
@@ -476,9 +588,8 @@ impl MemLog {
     pub(crate) fn scan_prefix(&self, prefix: &[u8]) -> Vec<KeyValue> {
         let map = self.map();
         let upper = prefix_end(prefix);
-        let range =
-            map.range::<[u8], _>((Bound::Included(prefix), upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded)));
-        range.map(|(k, v)| (k.clone(), v.clone())).collect()
+        let range = map.range(Bound::Included(prefix), upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded));
+        range.map(|(k, v)| (k.to_vec(), v.clone())).collect()
     }
 
     pub(crate) fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Vec<KeyValue> {
@@ -486,18 +597,18 @@ impl MemLog {
             return Vec::new();
         }
         let map = self.map();
-        map.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+        map.range(Bound::Included(from), Bound::Excluded(to))
             .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.to_vec(), v.clone()))
             .collect()
     }
 
     pub(crate) fn last_with_prefix(&self, prefix: &[u8]) -> Option<KeyValue> {
         let map = self.map();
         let upper = prefix_end(prefix);
-        map.range::<[u8], _>((Bound::Included(prefix), upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded)))
+        map.range(Bound::Included(prefix), upper.as_deref().map_or(Bound::Unbounded, Bound::Excluded))
             .next_back()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.to_vec(), v.clone()))
     }
 
     pub(crate) fn keys_in(&self, from: &[u8], to: &[u8]) -> Vec<Vec<u8>> {
@@ -505,7 +616,10 @@ impl MemLog {
             return Vec::new();
         }
         let map = self.map();
-        map.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to))).map(|(k, _)| k.clone()).collect()
+        map.order
+            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+            .map(|k| k.as_slice().to_vec())
+            .collect()
     }
 }
 
@@ -543,9 +657,9 @@ fn rewrite(me: Weak<MemLog>) {
                 let chunk: Vec<KeyValue> = {
                     let map = log.map();
                     let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-                    map.range::<[u8], _>((from, Bound::Unbounded))
+                    map.range(from, Bound::Unbounded)
                         .take(REWRITE_CHUNK_KEYS)
-                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .map(|(k, v)| (k.to_vec(), v.clone()))
                         .collect()
                 };
                 drop(log);

@@ -147,8 +147,16 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     let mut results = Vec::new();
     // The peer's req/s per (test, pipeline), for the LSM rows' ratios.
     let mut peer: HashMap<(&str, usize), f64> = HashMap::new();
+    // `BASALT_BENCH_KV_ONLY=set,incr` (for iterating): only those rows of the one-node memory
+    // table, at both pipelines; nothing else.
+    let only: Option<Vec<String>> = std::env::var("BASALT_BENCH_KV_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect());
     for pipeline in [1usize, 16] {
         for test in ["ping_mbulk", "set", "get", "incr", "zadd"] {
+            if only.as_ref().is_some_and(|o| !o.iter().any(|t| t == test || (t == "ping" && test == "ping_mbulk"))) {
+                continue;
+            }
             let n = requests(opts, pipeline);
             // Interleaved in the same run, Basalt first then the peer, on the same keyspace.
             let (b, b50, b99) = redis_benchmark(bport, test, pipeline, n)?;
@@ -163,6 +171,9 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         }
     }
     drop(_node);
+    if only.is_some() {
+        return Ok(Report { system: "kv".into(), results });
+    }
 
     // The same SETs on the LSM store (the default `engines.ring.storage`), same durability.
     let (_lsm, lport) = basalt_node(opts, dir.path(), 1, "periodic", "lsm", None).await?;

@@ -51,8 +51,46 @@ fn int_arg(b: &[u8]) -> Option<i64> {
     s.parse::<i64>().ok().filter(|_| !s.starts_with('+') && !s.is_empty())
 }
 
-fn upper(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_ascii_uppercase()
+/// A command or option name in upper case, as `String::from_utf8_lossy(b).to_ascii_uppercase()`
+/// gives it — held inline (no allocation per command) when it is short UTF-8.
+pub enum Upper {
+    Inline([u8; UPPER_INLINE], u8),
+    Heap(String),
+}
+
+const UPPER_INLINE: usize = 32;
+
+impl Upper {
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Checked UTF-8 when made (ASCII upper-casing keeps it so).
+            Upper::Inline(b, n) => std::str::from_utf8(&b[..usize::from(*n)]).unwrap_or_default(),
+            Upper::Heap(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Upper {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<&str> for Upper {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+pub fn upper(b: &[u8]) -> Upper {
+    if b.len() <= UPPER_INLINE && std::str::from_utf8(b).is_ok() {
+        let mut buf = [0u8; UPPER_INLINE];
+        buf[..b.len()].copy_from_slice(b);
+        buf[..b.len()].make_ascii_uppercase();
+        return Upper::Inline(buf, b.len() as u8);
+    }
+    Upper::Heap(String::from_utf8_lossy(b).to_ascii_uppercase())
 }
 
 fn reply_frame(r: Reply) -> Frame {
@@ -354,12 +392,16 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
         // ---- strings
         "GET" => {
             need!(n == 1);
-            read(svc, &a[0], |d| match d.map(Data::as_str) {
-                Some(Some(s)) => Frame::Bulk(s.into_owned().into()),
-                Some(None) => Frame::err(model::WRONGTYPE),
-                None => Frame::Null,
-            })
-            .await
+            match svc.read(&a[0]).await {
+                // A string is answered with the decoded bytes themselves (no second copy).
+                Ok(Some(Entry { data: Some(Data::Str(s)), .. })) => Frame::Bulk(s.into()),
+                Ok(e) => match e.as_ref().and_then(|e| e.data.as_ref()).map(Data::as_str) {
+                    Some(Some(s)) => Frame::Bulk(s.into_owned().into()),
+                    Some(None) => Frame::err(model::WRONGTYPE),
+                    None => Frame::Null,
+                },
+                Err(e) => ring_err(e),
+            }
         }
         "MGET" => {
             need!(n >= 1);
@@ -730,6 +772,22 @@ pub fn glob(pattern: &[u8], s: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::glob;
+
+    proptest::proptest! {
+        /// The inline upper-casing gives what the allocating one gave, for any bytes (short,
+        /// long, not UTF-8).
+        #[test]
+        fn upper_is_the_lossy_ascii_upper_case(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let got = super::upper(&b);
+            proptest::prop_assert_eq!(got.as_str(), String::from_utf8_lossy(&b).to_ascii_uppercase());
+        }
+    }
+
+    #[test]
+    fn upper_of_command_names() {
+        assert_eq!(super::upper(b"set").as_str(), "SET");
+        assert_eq!(super::upper("zädd".as_bytes()).as_str(), "ZäDD");
+    }
 
     #[test]
     fn glob_matches_like_redis() {

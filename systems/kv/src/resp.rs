@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::commands::{Conn, Planned, execute, plan};
+use crate::commands::{Conn, Planned, execute, plan, upper};
 use crate::service::KvService;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -85,10 +85,12 @@ async fn connection(
             let run = batch[i..].iter().take_while(|a| read_only(&a[0])).count();
             if run > 1 {
                 let proto = conn.proto;
-                let futs = batch[i..i + run].iter().map(|args| {
-                    let svc = svc.clone();
-                    let mut c = Conn { proto, id: conn.id, ..Conn::default() };
-                    async move { execute(&svc, &mut c, args.clone()).await }
+                // The requests are moved out (each runs once); a read's connection state is a
+                // copy of this one's (no allocation).
+                let futs = batch[i..i + run].iter_mut().map(|args| {
+                    let (svc, args) = (svc.clone(), std::mem::take(args));
+                    let mut c = Conn { proto, name: None, id: conn.id, quit: false, services: conn.services.clone() };
+                    async move { execute(&svc, &mut c, args).await }
                 });
                 for reply in futures_util::future::join_all(futs).await {
                     encode(&reply, conn.proto, &mut out);
@@ -128,10 +130,6 @@ async fn connection(
             out.clear();
         }
     }
-}
-
-fn upper(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_ascii_uppercase()
 }
 
 /// Run planned writes in order and encode their replies.

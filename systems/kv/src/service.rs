@@ -31,7 +31,15 @@ pub fn decode_entries(obj: &Obj) -> Vec<Entry> {
 /// left per write is one encoding of the new value (a memory copy's cost) for the store.
 pub struct KvUpdater {
     decoded: Mutex<Decoded>,
+    /// What `Decoded` keeps (values of at least this many bytes), to skip its lock otherwise.
+    min_bytes: usize,
+    /// Plain SETs over a small value skip decoding it ([`KvUpdater::blind_sets`]); off only in
+    /// the tests that check it changes nothing.
+    blind_sets: bool,
 }
+
+/// A plain SET replaces a value of fewer encoded bytes than this without decoding it.
+const BLIND_SET_OLD_MAX: usize = 512;
 
 /// Values of at least this many encoded bytes are kept decoded.
 const DECODED_MIN_BYTES: usize = 512;
@@ -41,7 +49,7 @@ const DECODED_MIN_BYTES: usize = 512;
 /// one write, so a stale entry can never be taken for the current one — not even if a store
 /// failure made this node issue a dot twice (the second write has another stamp).
 struct Decoded {
-    map: std::collections::HashMap<Vec<u8>, (Dot, Hlc, usize, Entry)>,
+    map: std::collections::HashMap<Vec<u8>, (Dot, Hlc, usize, Entry), foldhash::fast::RandomState>,
     bytes: usize,
     max_bytes: usize,
     min_bytes: usize,
@@ -88,7 +96,68 @@ impl KvUpdater {
     }
 
     fn keeping(max_bytes: usize, min_bytes: usize) -> Self {
-        Self { decoded: Mutex::new(Decoded { map: Default::default(), bytes: 0, max_bytes, min_bytes }) }
+        Self {
+            decoded: Mutex::new(Decoded { map: Default::default(), bytes: 0, max_bytes, min_bytes }),
+            min_bytes,
+            blind_sets: true,
+        }
+    }
+
+    /// A run of plain SETs — no condition, no GET, no KEEPTTL — over nothing or over one small
+    /// live value: what they leave does not depend on that value, only on its stamp (each write
+    /// is stamped after what it replaces, the stamp being the encoding's first field), so it is
+    /// not decoded. Answers `None` (nothing done) when the run or the object is anything else.
+    /// The same replies and object as the general path (tested).
+    fn blind_sets(
+        &self,
+        key: &[u8],
+        obj: &mut Obj,
+        actor: u64,
+        args: &mut [Result<UpdateArg, String>],
+    ) -> Option<Vec<Result<Vec<u8>, String>>> {
+        use model::{Cond, Ttl};
+        let blind = |a: &Result<UpdateArg, String>| {
+            matches!(
+                a,
+                Ok(UpdateArg {
+                    op: WriteOp::Set { cond: Cond::Always, get: false, ttl: Ttl::Clear | Ttl::At(_), .. },
+                    ..
+                })
+            )
+        };
+        if !self.blind_sets || args.is_empty() || !args.iter().all(blind) {
+            return None;
+        }
+        let mut stamp = match obj.siblings.as_slice() {
+            [] => None,
+            [(_, Some(v))] if v.len() < BLIND_SET_OLD_MAX => Some(postcard::take_from_bytes::<Hlc>(v).ok()?.0),
+            _ => return None,
+        };
+        let ok = postcard::to_allocvec(&Reply::Ok).ok()?;
+        let mut last = None;
+        for a in args.iter_mut() {
+            let Ok(UpdateArg { op: WriteOp::Set { value, ttl, .. }, at, .. }) = a else { return None };
+            let mut at = *at;
+            if let Some(c) = stamp
+                && c >= at
+            {
+                at = Hlc { wall_ms: c.wall_ms, logical: c.logical + 1, node: at.node };
+            }
+            stamp = Some(at);
+            last = Some((at, if let Ttl::At(ms) = ttl { Some(*ms) } else { None }, value));
+        }
+        let (at, expires_at_ms, value) = last?;
+        let e = Entry { at, expires_at_ms, data: Some(model::Data::Str(std::mem::take(value))) };
+        let v = match to_vec_sized(&e, entry_size_hint(&e, None)) {
+            Ok(v) => v,
+            Err(err) => return Some(args.iter().map(|_| Err(format!("ERR {err}"))).collect()),
+        };
+        let len = v.len();
+        let dot = write_over_own(obj, actor, Some(v));
+        if len >= self.min_bytes {
+            self.decoded().put(key, dot, len, e);
+        }
+        Some(args.iter().map(|_| Ok(ok.clone())).collect())
     }
 
     fn decoded(&self) -> std::sync::MutexGuard<'_, Decoded> {
@@ -104,6 +173,13 @@ impl Updater for KvUpdater {
     /// The key's operations one after the other on its decoded entry, then one new value (one
     /// encoding, one dot) if any of them changed it.
     fn apply_many(&self, key: &[u8], obj: &mut Obj, actor: u64, args: &[&[u8]]) -> Vec<Result<Vec<u8>, String>> {
+        let mut parsed: Vec<Result<UpdateArg, String>> = args
+            .iter()
+            .map(|a| postcard::from_bytes::<UpdateArg>(a).map_err(|e| format!("ERR bad update: {e}")))
+            .collect();
+        if let Some(out) = self.blind_sets(key, obj, actor, &mut parsed) {
+            return out;
+        }
         // One live sibling (the usual case): its kept decoding, or decode it alone.
         let single = match obj.siblings.as_slice() {
             [(dot, Some(v))] => Some((*dot, v.as_slice())),
@@ -117,11 +193,11 @@ impl Updater for KvUpdater {
         };
         let mut changed = false;
         let mut out = Vec::with_capacity(args.len());
-        for arg in args {
-            let arg: UpdateArg = match postcard::from_bytes(arg) {
+        for arg in parsed {
+            let arg = match arg {
                 Ok(a) => a,
                 Err(e) => {
-                    out.push(Err(format!("ERR bad update: {e}")));
+                    out.push(Err(e));
                     continue;
                 }
             };
@@ -143,14 +219,13 @@ impl Updater for KvUpdater {
             (true, Some(e)) => {
                 let value = match e.data {
                     None => None,
-                    Some(_) => match postcard::to_allocvec(&e) {
+                    Some(_) => match to_vec_sized(&e, entry_size_hint(&e, single.map(|(_, v)| v.len()))) {
                         Ok(v) => Some(v),
                         Err(err) => return args.iter().map(|_| Err(format!("ERR {err}"))).collect(),
                     },
                 };
                 let len = value.as_ref().map(Vec::len);
-                let ctx = obj.vv.clone();
-                let dot = obj.write(actor, &ctx, value);
+                let dot = write_over_own(obj, actor, value);
                 if let Some(len) = len {
                     self.decoded().put(key, dot, len, e);
                 }
@@ -167,6 +242,39 @@ impl Updater for KvUpdater {
         }
         out
     }
+}
+
+/// postcard's encoding into a buffer of about the right size (no regrowing on the way).
+fn to_vec_sized<T: Serialize>(v: &T, capacity: usize) -> postcard::Result<Vec<u8>> {
+    postcard::to_extend(v, Vec::with_capacity(capacity))
+}
+
+/// About what an entry's encoding takes (`old`: the encoded size of the value it replaces).
+fn entry_size_hint(e: &Entry, old: Option<usize>) -> usize {
+    match &e.data {
+        Some(model::Data::Str(v)) => v.len() + 40,
+        _ => old.unwrap_or(0) + 64,
+    }
+}
+
+fn op_size_hint(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Set { value, .. } => value.len() + 48,
+        _ => 64,
+    }
+}
+
+/// `obj.write(actor, &obj.vv.clone(), value)` — a write whose context is everything this
+/// replica holds — without copying the version vector (merging a vector into itself changes
+/// nothing). Tested against the copying form.
+fn write_over_own(obj: &mut Obj, actor: u64, value: Option<Vec<u8>>) -> Dot {
+    let dot = Dot { node: actor, counter: obj.vv.get(actor) + 1 };
+    let vv = &obj.vv;
+    obj.siblings.retain(|(d, _)| !vv.covers(*d));
+    obj.siblings.push((dot, value));
+    obj.siblings.sort_by_key(|(d, _)| *d);
+    obj.vv.0.insert(actor, dot.counter);
+    dot
 }
 
 /// A namespace's own read and write quorums (`systems.kv.namespaces.<name> = {r, w}`): for
@@ -220,8 +328,8 @@ impl KvService {
     pub async fn write(&self, key: &[u8], op: WriteOp) -> Result<Reply, RingError> {
         let now_ms = self.now_ms();
         let at = self.stamp();
-        let arg =
-            postcard::to_allocvec(&UpdateArg { op, now_ms, at }).map_err(|e| RingError::Internal(e.to_string()))?;
+        let cap = op_size_hint(&op);
+        let arg = to_vec_sized(&UpdateArg { op, now_ms, at }, cap).map_err(|e| RingError::Internal(e.to_string()))?;
         let bytes = self.ring.coord.update(UPDATER, key, &arg, self.quorum(key)).await?;
         postcard::from_bytes(&bytes).map_err(|e| RingError::Internal(e.to_string()))
     }
@@ -233,7 +341,8 @@ impl KvService {
         for (key, op) in ops {
             let now_ms = self.now_ms();
             let at = self.stamp();
-            let arg = postcard::to_allocvec(&UpdateArg { op, now_ms, at }).unwrap_or_default();
+            let cap = op_size_hint(&op);
+            let arg = to_vec_sized(&UpdateArg { op, now_ms, at }, cap).unwrap_or_default();
             let q = self.quorum(&key);
             batch.push((key, arg, q));
         }
@@ -319,12 +428,26 @@ mod tests {
         Sibling(WriteOp),
     }
 
+    /// Any operation, or often a plain SET (with or without an expiry, small or big).
+    fn op() -> impl Strategy<Value = WriteOp> {
+        use crate::model::{Cond, Ttl};
+        let value = prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 0..8),
+            1 => proptest::collection::vec(any::<u8>(), 500..700),
+        ];
+        let ttl = prop_oneof![Just(Ttl::Clear), (0..3000u64).prop_map(Ttl::At)];
+        prop_oneof![
+            3 => any_op(),
+            2 => (value, ttl).prop_map(|(value, ttl)| WriteOp::Set { value, ttl, cond: Cond::Always, get: false }),
+        ]
+    }
+
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            6 => any_op().prop_map(Step::Op),
-            2 => proptest::collection::vec(any_op(), 1..6).prop_map(Step::Many),
+            6 => op().prop_map(Step::Op),
+            2 => proptest::collection::vec(op(), 1..6).prop_map(Step::Many),
             1 => any::<usize>().prop_map(Step::Rollback),
-            1 => any_op().prop_map(Step::Sibling),
+            1 => op().prop_map(Step::Sibling),
         ]
     }
 
@@ -334,13 +457,39 @@ mod tests {
     }
 
     proptest! {
-        /// Keeping decodings between writes changes no reply and no object: the same history
-        /// through an updater that keeps every value decoded and one that keeps none — with
-        /// rolled-back writes (reused dots) and concurrent siblings on the way.
+        /// A write over everything a replica holds is the core's `write` with the object's own
+        /// context, for any object (siblings from several actors, tombstones, merges).
+        #[test]
+        fn writing_over_the_own_context_is_the_cores_write(
+            steps in proptest::collection::vec((1..5u64, any::<bool>(), proptest::option::of(any::<u8>())), 0..12),
+            actor in 1..6u64,
+            value in proptest::option::of(any::<u8>()),
+        ) {
+            // Build an object with concurrent siblings: writes with empty or own contexts, merged.
+            let mut o = Obj::default();
+            for (a, blind, v) in steps {
+                let mut other = o.clone();
+                let ctx = if blind { Default::default() } else { other.vv.clone() };
+                other.write(a, &ctx, v.map(|b| vec![b]));
+                o.merge(&other);
+            }
+            let mut want = o.clone();
+            let ctx = want.vv.clone();
+            let want_dot = want.write(actor, &ctx, value.map(|b| vec![b]));
+            let dot = write_over_own(&mut o, actor, value.map(|b| vec![b]));
+            prop_assert_eq!(dot, want_dot);
+            prop_assert_eq!(o, want);
+        }
+
+        /// Keeping decodings between writes, and plain SETs that skip decoding what they
+        /// replace, change no reply and no object: the same history through an updater that
+        /// keeps every value decoded, one that keeps none, and one that keeps none and decodes
+        /// every value — with rolled-back writes (reused dots) and concurrent siblings on the way.
         #[test]
         fn kept_decodings_change_nothing(steps in proptest::collection::vec(step(), 1..50)) {
             let kept = KvUpdater::keeping(1 << 20, 0);
             let plain = KvUpdater::keeping(0, 0);
+            let decoding = KvUpdater { blind_sets: false, ..KvUpdater::keeping(0, 0) };
             let (mut a, mut b) = (Obj::default(), Obj::default());
             let mut history = vec![a.clone()];
             for (i, s) in steps.into_iter().enumerate() {
@@ -348,17 +497,25 @@ mod tests {
                 match s {
                     Step::Op(op) => {
                         let arg = arg(op, i, 1);
+                        let mut c = b.clone();
                         let ra = kept.apply(b"k", &mut a, 7, &arg);
                         let rb = plain.apply(b"k", &mut b, 7, &arg);
-                        prop_assert_eq!(ra, rb);
+                        let rc = decoding.apply(b"k", &mut c, 7, &arg);
+                        prop_assert_eq!(&ra, &rb);
                         prop_assert_eq!(&a, &b);
+                        prop_assert_eq!(&rb, &rc);
+                        prop_assert_eq!(&b, &c);
                     }
                     Step::Many(ops) => {
                         // Together through the keeping updater; one at a time through the other:
                         // the same replies, the same value (the dots differ: one write, not many).
                         let args: Vec<Vec<u8>> = ops.into_iter().enumerate().map(|(j, op)| arg(op, i * 10 + j as u64, 1)).collect();
                         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                        let mut c = a.clone();
                         let ra = kept.apply_many(b"k", &mut a, 7, &refs);
+                        let rc = decoding.apply_many(b"k", &mut c, 7, &refs);
+                        prop_assert_eq!(&ra, &rc);
+                        prop_assert_eq!(&a, &c);
                         let rb: Vec<_> = refs.iter().map(|x| plain.apply(b"k", &mut b, 7, x)).collect();
                         prop_assert_eq!(ra, rb);
                         prop_assert_eq!(a.values().collect::<Vec<_>>(), b.values().collect::<Vec<_>>());
