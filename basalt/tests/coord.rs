@@ -486,3 +486,33 @@ async fn etcdctl_moves_the_leader_and_removes_a_member() {
     assert!(!list.contains(&format!("basalt-{leader},")), "{list}");
     assert_eq!(etcdctl(&addrs[target - 1], &["--command-timeout=30s", "put", "after", "removal"]), "OK");
 }
+
+/// An uncontended lock taken through a follower returns once the write commits — the
+/// transaction that queues the key also reads who owns the lock — without waiting for that
+/// follower to apply it: here the follower's disk is stalled, so it cannot.
+#[tokio::test]
+async fn an_uncontended_lock_does_not_wait_for_the_followers_own_apply() {
+    let c = Cluster::start(EXE, 3).await;
+    let leader = c.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let mut cl = connect(&etcd_addr(&c.url(follower)).await).await;
+    let lease = cl.lease_grant(30, None).await.unwrap().id();
+
+    c.stall_disk(follower, true).await;
+    let held =
+        tokio::time::timeout(Duration::from_secs(20), cl.lock("quick", Some(LockOptions::new().with_lease(lease))))
+            .await
+            .expect("the lock waited for the follower's stalled disk")
+            .unwrap();
+    let key = held.key().to_vec();
+    let header_rev = held.header().unwrap().revision();
+    let mut leader_cl = connect(&etcd_addr(&c.url(leader)).await).await;
+    let on_leader = leader_cl.get(key.clone(), None).await.unwrap();
+    let kv = on_leader.kvs().first().expect("the lock key is committed");
+    assert!(header_rev >= kv.create_revision(), "the header is not behind the lock's own revision");
+    let local = cl.get(key.clone(), Some(GetOptions::new().with_serializable())).await.unwrap();
+    assert!(local.kvs().is_empty(), "the follower has not applied the lock (its disk is stalled)");
+
+    c.stall_disk(follower, false).await;
+    cl.unlock(key).await.unwrap();
+}

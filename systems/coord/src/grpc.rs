@@ -487,7 +487,9 @@ impl lk::lock_server::Lock for Svc {
     async fn lock(&self, req: Request<lk::LockRequest>) -> Result<Response<lk::LockResponse>, Status> {
         let r = req.into_inner();
         let kv = self.0.lock(&r.name, r.lease).await?;
-        Ok(Response::new(lk::LockResponse { header: self.0.header().at(self.0.sm.revision()), key: kv.key }))
+        // Not below the lock's own revision, even where this member has not applied it yet.
+        let rev = self.0.sm.revision().max(kv.mod_revision);
+        Ok(Response::new(lk::LockResponse { header: self.0.header().at(rev), key: kv.key }))
     }
 
     async fn unlock(&self, req: Request<lk::UnlockRequest>) -> Result<Response<lk::UnlockResponse>, Status> {
@@ -506,7 +508,7 @@ impl el::election_server::Election for Svc {
         let r = req.into_inner();
         let kv = self.0.campaign(&r.name, r.lease, &r.value).await?;
         Ok(Response::new(el::CampaignResponse {
-            header: self.0.header().at(self.0.sm.revision()),
+            header: self.0.header().at(self.0.sm.revision().max(kv.mod_revision)),
             leader: Some(leader_key(r.name, &kv)),
         }))
     }

@@ -243,37 +243,57 @@ impl Coord {
     // ---- lock and election: etcd's recipes, run on the server ----
 
     /// Create `name/<lease hex>` with the lease unless it exists; its create revision is the
-    /// waiter's place in line (and, for a lock, the fencing token).
-    async fn enqueue(&self, name: &[u8], lease: i64, value: &[u8]) -> Result<m::KeyValue, Status> {
+    /// waiter's place in line (and, for a lock, the fencing token). Also answers whether that key
+    /// was the oldest under `name/` — the owner — when the write committed (read in the same
+    /// transaction, as etcd's v3lock does): then there is nothing to wait for.
+    async fn enqueue(&self, name: &[u8], lease: i64, value: &[u8]) -> Result<(m::KeyValue, bool), Status> {
         if lease == 0 {
             return Err(Status::invalid_argument("etcdserver: a lease is required"));
         }
         let mut key = name.to_vec();
         key.extend_from_slice(format!("/{lease:x}").as_bytes());
+        let mut prefix = name.to_vec();
+        prefix.push(b'/');
+        let oldest = m::RequestOp::Range(m::RangeRequest {
+            limit: 1,
+            sort_order: m::SortOrder::Ascend,
+            sort_target: m::SortTarget::Create,
+            keys_only: true,
+            ..m::RangeRequest::prefix(&prefix)
+        });
         let put = m::PutRequest { key: key.clone(), value: value.to_vec(), lease, ..Default::default() };
         let txn = m::TxnRequest {
             compare: vec![m::Compare::new(key.clone(), m::CompareResult::Equal, m::CompareTarget::Create(0))],
-            success: vec![m::RequestOp::Put(put)],
-            failure: vec![m::RequestOp::Range(m::RangeRequest::key(key.clone()))],
+            success: vec![m::RequestOp::Put(put), oldest.clone()],
+            failure: vec![m::RequestOp::Range(m::RangeRequest::key(key.clone())), oldest],
         };
         let r = self.txn(txn).await?;
-        if r.succeeded {
-            Ok(m::KeyValue {
+        let mut responses = r.responses.into_iter();
+        let mine = if r.succeeded {
+            responses.next();
+            m::KeyValue {
                 key,
                 create_revision: r.revision,
                 mod_revision: r.revision,
                 version: 1,
                 value: value.to_vec(),
                 lease,
-            })
-        } else {
-            match r.responses.into_iter().next() {
-                Some(m::ResponseOp::Range(rr)) => {
-                    rr.kvs.into_iter().next().ok_or_else(|| Status::aborted("lost the key"))
-                }
-                _ => Err(Status::internal("unexpected txn answer")),
             }
-        }
+        } else {
+            match responses.next() {
+                Some(m::ResponseOp::Range(rr)) => {
+                    rr.kvs.into_iter().next().ok_or_else(|| Status::aborted("lost the key"))?
+                }
+                _ => return Err(Status::internal("unexpected txn answer")),
+            }
+        };
+        let owns = match responses.next() {
+            Some(m::ResponseOp::Range(rr)) => {
+                rr.kvs.first().is_some_and(|o| o.key == mine.key && o.create_revision == mine.create_revision)
+            }
+            _ => return Err(Status::internal("unexpected txn answer")),
+        };
+        Ok((mine, owns))
     }
 
     /// The owner of `name`: the key under `name/` with the lowest create revision.
@@ -322,19 +342,23 @@ impl Coord {
 
     /// v3lock `Lock`: the key held; its create revision is the fencing token.
     pub async fn lock(&self, name: &[u8], lease: i64) -> Result<m::KeyValue, Status> {
-        let mine = self.enqueue(name, lease, b"").await?;
-        self.wait_turn(name, &mine).await?;
+        let (mine, owns) = self.enqueue(name, lease, b"").await?;
+        if !owns {
+            self.wait_turn(name, &mine).await?;
+        }
         Ok(mine)
     }
 
     /// v3election `Campaign`: returns once this candidate leads.
     pub async fn campaign(&self, name: &[u8], lease: i64, value: &[u8]) -> Result<m::KeyValue, Status> {
-        let mut mine = self.enqueue(name, lease, value).await?;
+        let (mut mine, owns) = self.enqueue(name, lease, value).await?;
         if mine.value != value {
             // Already a candidate with this lease: take the new value.
             mine = self.proclaim(&mine.key, mine.create_revision, value).await?;
         }
-        self.wait_turn(name, &mine).await?;
+        if !owns {
+            self.wait_turn(name, &mine).await?;
+        }
         Ok(mine)
     }
 
