@@ -381,16 +381,25 @@ async fn a_divergent_replica_is_found_and_repaired_by_itself() {
     assert_eq!(keys.get("k1"), Some(&1));
 }
 
+/// Three nodes with namespace `d`: the cluster, its leader and the two followers.
+async fn three_nodes_with_a_namespace() -> (Cluster, usize, Vec<usize>) {
+    let c = Cluster::start(EXE, 3).await;
+    create_ns(&c.url(1), "d").await;
+    let leader = c.leader().await;
+    let followers = (1..=3).filter(|id| *id != leader).collect();
+    (c, leader, followers)
+}
+
+fn index_of(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
 /// The leader sends its entries on while its own fsync runs, but nothing is acknowledged to a
 /// client, and no follower applies it, before the leader's copy is on disk: with the leader's
 /// disk stalled, both followers hold the write on their disks and still nobody applies it.
 #[tokio::test]
 async fn nothing_is_acknowledged_or_applied_before_the_leaders_own_copy_is_on_disk() {
-    let c = Cluster::start(EXE, 3).await;
-    create_ns(&c.url(1), "d").await;
-    let leader = c.leader().await;
-    let followers: Vec<usize> = (1..=3).filter(|id| *id != leader).collect();
-    let index_of = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap();
+    let (c, leader, followers) = three_nodes_with_a_namespace().await;
     let before = index_of(&c.status(leader).await, "last_log_index");
 
     c.stall_disk(leader, true).await;
@@ -441,11 +450,7 @@ async fn nothing_is_acknowledged_or_applied_before_the_leaders_own_copy_is_on_di
 /// nothing and does not answer the client; one follower's disk coming back is enough.
 #[tokio::test]
 async fn a_follower_acknowledges_an_entry_only_once_it_is_on_its_disk() {
-    let c = Cluster::start(EXE, 3).await;
-    create_ns(&c.url(1), "d").await;
-    let leader = c.leader().await;
-    let followers: Vec<usize> = (1..=3).filter(|id| *id != leader).collect();
-    let index_of = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap();
+    let (c, leader, followers) = three_nodes_with_a_namespace().await;
     let before = index_of(&c.status(leader).await, "last_log_index");
 
     for f in &followers {
