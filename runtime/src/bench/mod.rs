@@ -112,12 +112,16 @@ impl Report {
                 (Some(p), Some(v), Some(x)) => format!("{p}: {} {} → ratio {x:.2}", human(v), r.unit),
                 _ => String::new(),
             };
+            // Rows without latencies (work per CPU-second) leave the columns blank.
+            let (p50, p99) = if r.p50_us == 0.0 && r.p99_us == 0.0 {
+                (String::new(), String::new())
+            } else {
+                (format!("{:.2}", r.p50_us), format!("{:.2}", r.p99_us))
+            };
             out += &format!(
-                "{:<44} {:>14} {:>10.2} {:>10.2}  {peer}\n",
+                "{:<44} {:>14} {p50:>10} {p99:>10}  {peer}\n",
                 r.name,
-                format!("{} {}", human(r.value), r.unit),
-                r.p50_us,
-                r.p99_us
+                format!("{} {}", human(r.value), r.unit)
             );
         }
         out
@@ -310,6 +314,17 @@ mod tests {
             exe: PathBuf::new(),
             progress: false,
         }
+    }
+
+    #[test]
+    fn the_table_leaves_latencies_blank_on_rows_without_them() {
+        let timed = BenchResult::ms("timed", 1500.0, 1234.5, 2000.0);
+        let mut per_cpu = BenchResult::ms("per cpu", 0.0, 0.0, 0.0);
+        per_cpu.unit = "puts".into();
+        let table = Report { system: "t".into(), results: vec![timed, per_cpu] }.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[2].contains("1234.50") && lines[2].contains("2000.00"), "{table}");
+        assert!(lines[3].starts_with("per cpu") && !lines[3].contains("0.00"), "{table}");
     }
 
     #[test]
