@@ -75,8 +75,19 @@ async fn a_breaching_canary_is_rolled_back_everywhere_and_a_healthy_one_promoted
     assert_eq!(bad, before + 1);
     wait_value(&c, 1, "k", 2).await;
     for id in [2, 3] {
+        // Node `id` serves the same value before and after it learns of the rollout: wait until
+        // it has applied the rollout (its newest version), then check what it serves.
+        let url = c.url(id);
+        c.wait_for(&format!("node {id} to learn of version {bad}"), || {
+            let url = url.clone();
+            async move {
+                let (_, l) = send(client().get(format!("{url}/v1/config/ns/g/keys?consistency=stale"))).await;
+                l["newest_version"].as_u64() == Some(bad)
+            }
+        })
+        .await;
         wait_value(&c, id, "k", 1).await;
-        let (_, l) = send(client().get(format!("{}/v1/config/ns/g/keys?consistency=stale", c.url(id)))).await;
+        let (_, l) = send(client().get(format!("{url}/v1/config/ns/g/keys?consistency=stale"))).await;
         assert_eq!((l["version"].as_u64(), l["newest_version"].as_u64()), (Some(before), Some(bad)), "{l}");
     }
     let r = rollout_state(&c.url(1)).await;

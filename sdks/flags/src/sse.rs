@@ -51,7 +51,8 @@ impl SseParser {
     /// Feed bytes; returns the events completed by them.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
         let mut out = Vec::new();
-        if self.after_cr {
+        // An empty chunk leaves a pending CR pending: the LF that may complete it is still to come.
+        if self.after_cr && !bytes.is_empty() {
             self.after_cr = false;
             if let Some(rest) = bytes.strip_prefix(b"\n") {
                 bytes = rest;
@@ -146,6 +147,14 @@ mod tests {
         let ev = parse_all(&[b"data: a\r", b"\n\r", b"\n"]);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].data, "a");
+    }
+
+    #[test]
+    fn an_empty_chunk_between_a_cr_and_its_lf_changes_nothing() {
+        // Found by the chunking property: the empty chunk used to drop the pending CR, so its
+        // LF became a blank line that dispatched nothing and reset the event's name.
+        let ev = parse_all(&[b"event: a\r", b"", b"\ndata: x\r\n\r\n"]);
+        assert_eq!(ev, vec![SseEvent { event: "a".into(), data: "x".into(), id: String::new() }]);
     }
 
     #[test]
