@@ -48,6 +48,11 @@ pub trait Updater: Send + Sync + 'static {
     fn apply_many(&self, key: &[u8], obj: &mut Obj, actor: u64, args: &[&[u8]]) -> Vec<Result<Vec<u8>, String>> {
         args.iter().map(|a| self.apply(key, obj, actor, a)).collect()
     }
+
+    /// The write that `apply`/`apply_many` just made to `key` was not stored (the store batch
+    /// failed): the replica keeps its older object, and the next write reuses the dot. An
+    /// updater that keeps anything about the object it produced must drop it here.
+    fn forget(&self, _key: &[u8]) {}
 }
 
 /// The most update operations one combined store batch takes.
@@ -480,7 +485,12 @@ impl Coordinator {
                 Ok(())
             })
             .await
-            .map_err(internal)?;
+            .map_err(|e| {
+                for k in &keys {
+                    u.forget(k);
+                }
+                internal(e)
+            })?;
         let mut obj_of = vec![None; ops.len()];
         for (j, is) in of_key.iter().enumerate() {
             for i in is {
