@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::transport::TransportConfig;
 
+/// The most `worker_threads` a node takes.
+pub const WORKER_THREADS_MAX: usize = 1024;
+
 /// Prefix of every environment variable the node reads.
 pub const ENV_PREFIX: &str = "BASALT_";
 /// The environment variable naming the config file.
@@ -208,6 +211,9 @@ impl NodeConfig {
         if self.fsync == FsyncPolicy::Periodic && self.fsync_interval_ms == 0 {
             bail!("fsync_interval_ms must be at least 1 with fsync = \"periodic\"");
         }
+        if self.worker_threads > WORKER_THREADS_MAX {
+            bail!("worker_threads must be at most {WORKER_THREADS_MAX} (0: one per core)");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             bail!("log_level `{}` is not a valid tracing filter", self.log_level);
         }
@@ -350,6 +356,15 @@ mod tests {
         let mut s = sources();
         s.flags = vec![("http.body_limit_bytes".into(), "0".into())];
         assert!(format!("{:#}", NodeConfig::load(&s).unwrap_err()).contains("body_limit_bytes"));
+        let mut s = sources();
+        s.flags = vec![("worker_threads".into(), "100000".into())];
+        assert!(format!("{:#}", NodeConfig::load(&s).unwrap_err()).contains("worker_threads"));
+        let mut s = sources();
+        s.flags = vec![("worker_threads".into(), "-1".into())];
+        assert!(format!("{:#}", NodeConfig::load(&s).unwrap_err()).contains("worker_threads"));
+        let mut s = sources();
+        s.flags = vec![("worker_threads".into(), "2".into())];
+        assert_eq!(NodeConfig::load(&s).unwrap().worker_threads, 2);
     }
 
     #[test]

@@ -93,6 +93,29 @@ impl Batcher {
     }
 }
 
+/// A driver's slot held by a proposer that sends its lone command itself
+/// ([`Batcher::take_lone`]). Dropping it — when the proposal ends, or when the caller drops the
+/// future midway — frees the slot, or, if commands queued meanwhile, keeps it and calls
+/// `restart` to start a driver for them.
+pub(crate) struct LoneSlot<'a, F: FnMut()> {
+    batcher: &'a Batcher,
+    restart: F,
+}
+
+impl<'a, F: FnMut()> LoneSlot<'a, F> {
+    pub(crate) fn new(batcher: &'a Batcher, restart: F) -> Self {
+        Self { batcher, restart }
+    }
+}
+
+impl<F: FnMut()> Drop for LoneSlot<'_, F> {
+    fn drop(&mut self) {
+        if self.batcher.release() {
+            (self.restart)();
+        }
+    }
+}
+
 /// Answer every waiter of a batch from the batch entry's reply (or its error).
 pub(crate) fn answer(batch: Vec<(Command, Waiter)>, result: Result<Vec<u8>, ConsensusError>) {
     let replies: Result<Vec<Reply>, ConsensusError> = result.and_then(|bytes| {
@@ -162,6 +185,38 @@ mod tests {
         assert!(b.next().is_none());
         assert!(b.next().is_none());
         assert!(b.push(cmd(), waiter().0), "a stopped driver is replaced");
+    }
+
+    #[tokio::test]
+    async fn a_lone_proposal_dropped_midway_frees_its_slot_or_hands_it_on() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let restarts = AtomicUsize::new(0);
+        let b = Batcher::default();
+        assert!(b.push(cmd(), waiter().0));
+        assert!(b.take_lone().is_some());
+        // The caller's future is dropped while its proposal is out (the client went away).
+        let proposing = async {
+            let _slot = LoneSlot::new(&b, || {
+                restarts.fetch_add(1, Ordering::SeqCst);
+            });
+            std::future::pending::<()>().await;
+        };
+        tokio::select! { biased; _ = proposing => unreachable!(), _ = std::future::ready(()) => {} }
+        assert_eq!((b.state.lock().unwrap().drivers, restarts.load(Ordering::SeqCst)), (0, 0), "slot freed");
+
+        // Commands queued while it was out: the slot is kept and a driver started for them.
+        assert!(b.push(cmd(), waiter().0));
+        assert!(b.take_lone().is_some());
+        let proposing = async {
+            let _slot = LoneSlot::new(&b, || {
+                restarts.fetch_add(1, Ordering::SeqCst);
+            });
+            std::future::pending::<()>().await;
+        };
+        assert!(b.push(cmd(), waiter().0), "a second driver starts");
+        assert!(!b.push(cmd(), waiter().0), "queued behind both");
+        tokio::select! { biased; _ = proposing => unreachable!(), _ = std::future::ready(()) => {} }
+        assert_eq!((b.state.lock().unwrap().drivers, restarts.load(Ordering::SeqCst)), (IN_FLIGHT, 1));
     }
 
     #[test]

@@ -302,7 +302,7 @@ impl Consensus {
                 // (a write at a time is latency-bound). The slot is released, or passed to a
                 // new driver for what queued meanwhile, however this ends — even if the caller
                 // drops this future.
-                let _slot = DriverSlot(self);
+                let _slot = crate::batch::LoneSlot::new(&self.inner.batcher, || self.spawn_driver());
                 return self.propose(&cmd.system, cmd.payload).await;
             }
             self.spawn_driver();
@@ -623,18 +623,6 @@ impl From<WireError> for ConsensusError {
             WireError::NotRunning => ConsensusError::NotRunning,
             WireError::Rejected(s) => ConsensusError::Rejected(s),
             WireError::NoSuchSystem(s) => ConsensusError::NoSuchSystem(s),
-        }
-    }
-}
-
-/// A batch driver's slot held by a proposer that sent its lone command itself; dropping it
-/// frees the slot, or starts a driver for commands queued meanwhile.
-struct DriverSlot<'a>(&'a Consensus);
-
-impl Drop for DriverSlot<'_> {
-    fn drop(&mut self) {
-        if self.0.inner.batcher.release() {
-            self.0.spawn_driver();
         }
     }
 }

@@ -1,15 +1,12 @@
-//! CPU time used by server processes (every thread, user and system), read from
-//! `/proc/<pid>/stat`. Work per operation — operations per server CPU-second — holds up on a
-//! shared, noisy machine where throughput does not: another process taking a core halves a
-//! server's throughput but not the CPU it spends on each request.
+//! CPU time used by server processes (every thread, user and system), from `/proc/<pid>/stat`
+//! (read through the `procfs` crate). Work per operation — operations per server CPU-second —
+//! holds up on a shared, noisy machine where throughput does not: another process taking a core
+//! halves a server's throughput but not the CPU it spends on each request.
 
 use std::future::Future;
 use std::time::Duration;
 
 use super::BenchOpts;
-
-/// Clock ticks per second of `utime`/`stime` (`USER_HZ`, 100 on every Linux this runs on).
-const TICKS_PER_SEC: u64 = 100;
 
 /// The server processes whose CPU a benchmark counts.
 #[derive(Debug, Clone)]
@@ -27,10 +24,10 @@ impl CpuMeter {
     pub fn used(&self) -> Option<Duration> {
         let mut ticks = 0u64;
         for pid in &self.pids {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            ticks += parse_stat(&text)?;
+            let stat = procfs::process::Process::new(i32::try_from(*pid).ok()?).ok()?.stat().ok()?;
+            ticks += stat.utime + stat.stime;
         }
-        Some(Duration::from_millis(ticks * 1000 / TICKS_PER_SEC))
+        Some(Duration::from_micros(ticks.saturating_mul(1_000_000) / procfs::ticks_per_second().max(1)))
     }
 
     /// Run `scenario` (a `measure_*` call with `opts`) and return, beside its result, the CPU the
@@ -46,16 +43,6 @@ impl CpuMeter {
     }
 }
 
-/// `utime + stime` in ticks from a `/proc/<pid>/stat` line. The command name (field 2) is in
-/// parentheses and may hold spaces or parentheses, so fields are counted after the last `)`.
-fn parse_stat(text: &str) -> Option<u64> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11); // state is field 3; utime is field 14
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// Operations per CPU-second (0 when no CPU was counted).
 pub fn ops_per_cpu_sec(ops: u64, cpu: Duration) -> f64 {
     if cpu.is_zero() { 0.0 } else { ops as f64 / cpu.as_secs_f64() }
@@ -64,15 +51,6 @@ pub fn ops_per_cpu_sec(ops: u64, cpu: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_lines_parse_even_with_odd_command_names() {
-        let line = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1200 0 3 0 250 75 0 0 20 0 9 0 100 0 0";
-        assert_eq!(parse_stat(line), Some(325));
-        assert_eq!(parse_stat("4242 (short) S 1 2"), None, "a truncated line");
-        assert_eq!(parse_stat("no parenthesis"), None);
-        assert_eq!(parse_stat("1 (x) S 1 1 1 0 -1 0 0 0 0 0 abc 1"), None, "a field that is not a number");
-    }
 
     #[test]
     fn the_meter_counts_cpu_this_process_burns() {

@@ -111,6 +111,18 @@ fn row(name: String, (value, p50, p99): (f64, f64, f64)) -> BenchResult {
 
 /// Requests per run, scaled to the measured duration (at least a few thousand): about the
 /// duration at Basalt's pace, so each run lasts seconds, not a fraction of one.
+/// The rows `BASALT_BENCH_KV_ONLY` names (comma-separated: ping, set, get, incr, zadd); an
+/// unknown name or an empty list is an error rather than a run that measures nothing.
+fn only_rows(v: &str) -> anyhow::Result<Vec<String>> {
+    const ROWS: [&str; 5] = ["ping", "set", "get", "incr", "zadd"];
+    let names: Vec<String> = v.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
+    anyhow::ensure!(!names.is_empty(), "BASALT_BENCH_KV_ONLY is empty; name rows from {}", ROWS.join(", "));
+    if let Some(bad) = names.iter().find(|t| !ROWS.contains(&t.as_str())) {
+        anyhow::bail!("BASALT_BENCH_KV_ONLY: no row `{bad}`; the rows are {}", ROWS.join(", "));
+    }
+    Ok(names)
+}
+
 fn requests(opts: &BenchOpts, pipeline: usize) -> u64 {
     let per_sec = if pipeline > 1 { 300_000 } else { 50_000 };
     ((opts.duration.as_secs_f64() * per_sec as f64) as u64).max(5_000)
@@ -149,9 +161,7 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     let mut peer: HashMap<(&str, usize), f64> = HashMap::new();
     // `BASALT_BENCH_KV_ONLY=set,incr` (for iterating): only those rows of the one-node memory
     // table, at both pipelines; nothing else.
-    let only: Option<Vec<String>> = std::env::var("BASALT_BENCH_KV_ONLY")
-        .ok()
-        .map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect());
+    let only = std::env::var("BASALT_BENCH_KV_ONLY").ok().map(|v| only_rows(&v)).transpose()?;
     for pipeline in [1usize, 16] {
         for test in ["ping_mbulk", "set", "get", "incr", "zadd"] {
             if only.as_ref().is_some_and(|o| !o.iter().any(|t| t == test || (t == "ping" && test == "ping_mbulk"))) {
@@ -211,4 +221,17 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         results.push(row(format!("{} P1 (3-node ring, N=3 R=W=2, memory+log)", test.to_uppercase()), measured));
     }
     Ok(Report { system: "kv".into(), results })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rows_takes_known_names_and_refuses_the_rest_by_name() {
+        assert_eq!(only_rows(" SET, incr ,").unwrap(), vec!["set", "incr"]);
+        let e = only_rows("set,sett").unwrap_err().to_string();
+        assert!(e.contains("`sett`") && e.contains("zadd"), "{e}");
+        assert!(only_rows(" , ").unwrap_err().to_string().contains("empty"));
+    }
 }
