@@ -41,6 +41,13 @@ async fn redis_cli_speaks_to_it() {
     assert_eq!(c(&["PERSIST", "tmp"]), "1");
     assert_eq!(c(&["TTL", "tmp"]), "-1");
     assert_eq!(c(&["TTL", "missing"]), "-2");
+    // An expired string is gone for GET too (answered in place from the node's replica).
+    assert_eq!(c(&["SET", "brief", "x", "PX", "1"]), "OK");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while c(&["PTTL", "brief"]) != "-2" {
+        assert!(std::time::Instant::now() < deadline, "a 1 ms expiry never passed");
+    }
+    assert_eq!(c(&["GET", "brief"]), "");
     assert_eq!(c(&["SET", "tmp", "y", "NX"]), "");
     assert_eq!(c(&["SET", "tmp", "y", "XX", "GET"]), "x");
     assert_eq!(c(&["MSET", "a", "1", "b", "2"]), "OK");
@@ -145,7 +152,9 @@ async fn a_pipeline_answers_in_order_exactly_as_one_command_at_a_time() {
         &["ZREM", "pz", "b", "nope"],
         &["ZRANGE", "pz", "0", "-1", "WITHSCORES"],
         &["HGETALL", "ph"],
+        &["GET", "ph"],
         &["DEL", "pk"],
+        &["GET", "pk"],
         &["GETDEL", "pk2"],
         &["EXISTS", "pk", "pk2"],
         &["SET"],
@@ -184,7 +193,9 @@ async fn a_pipeline_answers_in_order_exactly_as_one_command_at_a_time() {
         ":1",
         "*2\r\n$1\r\na\r\n$1\r\n5",
         "*6\r\n$1\r\nf\r\n$1\r\n6\r\n$1\r\ng\r\n$1\r\n2\r\n$1\r\nh\r\n$1\r\n3",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
         ":1",
+        "$-1",
         "$2\r\nac",
         ":0",
         "-ERR wrong number of arguments for 'set' command",

@@ -210,6 +210,12 @@ fn put_header(out: &mut BytesMut, tag: u8, len: usize) {
     out.put_slice(b"\r\n");
 }
 
+/// Appends one bulk string (`$<len>\r\n<data>\r\n`, the same in RESP2 and RESP3): what
+/// [`encode`] writes for `Frame::Bulk(data)`, without making the frame (and its copy) first.
+pub fn encode_bulk(data: &[u8], out: &mut BytesMut) {
+    put_bulk(out, data)
+}
+
 fn put_bulk(out: &mut BytesMut, data: &[u8]) {
     out.reserve(data.len() + 16);
     put_header(out, b'$', data.len());

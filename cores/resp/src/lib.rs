@@ -25,6 +25,6 @@ mod reply;
 mod request;
 
 pub use error::ProtocolError;
-pub use frame::{Frame, Proto, encode, encode_request, format_double};
+pub use frame::{Frame, Proto, encode, encode_bulk, encode_request, format_double};
 pub use reply::{MAX_REPLY_DEPTH, parse_reply};
 pub use request::{Limits, parse_request, parse_request_split};

@@ -597,19 +597,29 @@ impl Coordinator {
     /// [`Coordinator::get`], answering the object as this replica's cache shares it when this
     /// node is the key's only target (a one-node ring, or N = 1): no copy, nobody to repair.
     pub async fn get_shared(self: &Arc<Self>, key: &[u8], q: Quorum) -> Result<Arc<Obj>, RingError> {
-        q.check()?;
-        let ring = self.membership.ring();
-        let eq = q.on_ring(ring.nodes().count());
-        if eq.n == 1 && self.first_live_is_me(&ring, key, usize::MAX) {
-            return match self.replica.get_shared(key) {
-                Ok(o) => Ok(o.unwrap_or_default()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "ring: reading the local replica failed");
-                    Err(RingError::Unavailable { what: "read".into(), needed: 1, got: 0 })
-                }
-            };
+        if let Some(answer) = self.get_local(key, q) {
+            return answer;
         }
         self.get(key, q).await.map(Arc::new)
+    }
+
+    /// [`Self::get_shared`] when this node alone answers it, without waiting: the key has one
+    /// replica (N=1 on this ring) and it is this node's. `None` when the read needs others.
+    pub fn get_local(&self, key: &[u8], q: Quorum) -> Option<Result<Arc<Obj>, RingError>> {
+        if let Err(e) = q.check() {
+            return Some(Err(e));
+        }
+        let ring = self.membership.ring();
+        if q.on_ring(ring.nodes().count()).n != 1 || !self.first_live_is_me(&ring, key, usize::MAX) {
+            return None;
+        }
+        Some(match self.replica.get_shared(key) {
+            Ok(o) => Ok(o.unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(error = %e, "ring: reading the local replica failed");
+                Err(RingError::Unavailable { what: "read".into(), needed: 1, got: 0 })
+            }
+        })
     }
 
     /// Read `key` from R of its first N live replicas, merged; repairs stale replicas.

@@ -43,6 +43,17 @@ impl CpuMeter {
     }
 }
 
+/// CPU time (user and system) used so far by this process's child processes that have ended
+/// and been waited for — a load generator run to completion, say: the difference across one
+/// run shows whether the load generator, not the server, was the limit.
+pub fn children_cpu() -> Option<Duration> {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok()?;
+    let us = |t: nix::sys::time::TimeVal| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec()).unwrap_or(0)
+    };
+    Some(Duration::from_micros(us(u.user_time()) + us(u.system_time())))
+}
+
 /// Operations per CPU-second (0 when no CPU was counted).
 pub fn ops_per_cpu_sec(ops: u64, cpu: Duration) -> f64 {
     if cpu.is_zero() { 0.0 } else { ops as f64 / cpu.as_secs_f64() }
@@ -75,5 +86,21 @@ mod tests {
         assert!(CpuMeter::new([u32::MAX]).used().is_none(), "a process that does not exist");
         assert_eq!(ops_per_cpu_sec(500, Duration::from_millis(250)), 2000.0);
         assert_eq!(ops_per_cpu_sec(500, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn children_cpu_counts_a_waited_for_child() {
+        // A child that burns CPU until it has used 100 ms of it (however busy the machine).
+        let before = children_cpu().expect("getrusage");
+        let status = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "while read -r _ _ _ _ _ _ _ _ _ _ _ _ _ t _ < /proc/$$/stat && [ \"$t\" -lt 10 ]; do :; done",
+            ])
+            .status()
+            .expect("sh");
+        assert!(status.success());
+        let used = children_cpu().unwrap() - before;
+        assert!(used >= Duration::from_millis(50), "a child that spun for 100 ms counted as {used:?}");
     }
 }

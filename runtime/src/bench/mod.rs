@@ -4,7 +4,7 @@
 //! `{"system":"ids","results":[{"name","unit","value","p50_us","p99_us","peer","peer_value","ratio"}]}`.
 
 mod cpu;
-pub use cpu::{CpuMeter, ops_per_cpu_sec};
+pub use cpu::{CpuMeter, children_cpu, ops_per_cpu_sec};
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use basalt_runtime::bench::{BenchOpts, BenchResult, Report};
+use basalt_runtime::bench::{BenchOpts, BenchResult, CpuMeter, Report, children_cpu, ops_per_cpu_sec};
 use basalt_runtime::process::{NodeProcess, NodeSpec, PeerProcess, free_port};
 
 const INSTALL: &str = "scripts/install-deps redis-server redis-tools";
@@ -28,13 +28,41 @@ fn keyspace(test: &str) -> u64 {
 
 /// One redis-benchmark run: (requests/s, p50 µs, p99 µs).
 fn redis_benchmark(port: u16, test: &str, pipeline: usize, requests: u64) -> anyhow::Result<(f64, f64, f64)> {
+    Ok(redis_benchmark_cpu(port, test, pipeline, requests, None)?.timed)
+}
+
+/// What one redis-benchmark run measured.
+struct Run {
+    /// Requests/s, p50 µs, p99 µs.
+    timed: (f64, f64, f64),
+    /// Requests per CPU-second of the server (all its threads) over the whole run; `None` when
+    /// not asked for or not readable. Work per request holds up on a busy machine where
+    /// throughput does not, and the load generator does not cap it.
+    per_server_cpu: Option<f64>,
+    /// The share of one core redis-benchmark itself used (it is single-threaded): near 100%,
+    /// the load generator, not the server, set the pace.
+    client_busy: Option<f64>,
+}
+
+fn redis_benchmark_cpu(
+    port: u16,
+    test: &str,
+    pipeline: usize,
+    requests: u64,
+    server: Option<&CpuMeter>,
+) -> anyhow::Result<Run> {
     let requests = if test == "zadd" { (requests / 2).max(2_000) } else { requests };
+    let before = server.and_then(CpuMeter::used);
+    let (client_before, start) = (children_cpu(), std::time::Instant::now());
     let out = std::process::Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", &CLIENTS.to_string()])
         .args(["-n", &requests.to_string(), "-P", &pipeline.to_string(), "-r", &keyspace(test).to_string()])
         .args(["-t", test, "--csv"])
         .output()
         .with_context(|| format!("running redis-benchmark; install it with `{INSTALL}`"))?;
+    let wall = start.elapsed().as_secs_f64();
+    let client_busy =
+        children_cpu().zip(client_before).map(|(a, b)| a.saturating_sub(b).as_secs_f64() / wall.max(1e-9));
     anyhow::ensure!(out.status.success(), "redis-benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
@@ -44,7 +72,9 @@ fn redis_benchmark(port: u16, test: &str, pipeline: usize, requests: u64) -> any
         .with_context(|| format!("no result from redis-benchmark: {text}"))?;
     let f: Vec<f64> = line.split(',').skip(1).map(|x| x.trim_matches('"').parse().unwrap_or(0.0)).collect();
     anyhow::ensure!(f.len() >= 6, "unexpected redis-benchmark output: {line}");
-    Ok((f[0], f[3] * 1000.0, f[5] * 1000.0))
+    let per_server_cpu =
+        server.and_then(CpuMeter::used).zip(before).map(|(a, b)| ops_per_cpu_sec(requests, a.saturating_sub(b)));
+    Ok(Run { timed: (f[0], f[3] * 1000.0, f[5] * 1000.0), per_server_cpu, client_busy })
 }
 
 async fn wait_ping(port: u16, what: &str) -> anyhow::Result<()> {
@@ -154,9 +184,12 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     .collect();
     let _redis = PeerProcess::start("redis-server", "redis-server", &args, &dir.path().join("redis.log"), INSTALL)?;
     wait_ping(rport, "redis-server").await?;
-    let (_node, bport) = basalt_node(opts, dir.path(), 1, "periodic", "memory", None).await?;
+    let (node, bport) = basalt_node(opts, dir.path(), 1, "periodic", "memory", None).await?;
+    let (bcpu, rcpu) = (CpuMeter::new([node.pid()]), CpuMeter::new([_redis.pid()]));
 
     let mut results = Vec::new();
+    // Requests per server CPU-second, one row per test after the throughput rows.
+    let mut per_cpu = Vec::new();
     // The peer's req/s per (test, pipeline), for the LSM rows' ratios.
     let mut peer: HashMap<(&str, usize), f64> = HashMap::new();
     // `BASALT_BENCH_KV_ONLY=set,incr` (for iterating): only those rows of the one-node memory
@@ -169,18 +202,34 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
             }
             let n = requests(opts, pipeline);
             // Interleaved in the same run, Basalt first then the peer, on the same keyspace.
-            let (b, b50, b99) = redis_benchmark(bport, test, pipeline, n)?;
-            let (r, _, r99) = redis_benchmark(rport, test, pipeline, n)?;
+            let mine = redis_benchmark_cpu(bport, test, pipeline, n, Some(&bcpu))?;
+            let theirs = redis_benchmark_cpu(rport, test, pipeline, n, Some(&rcpu))?;
+            let ((b, b50, b99), (r, _, r99)) = (mine.timed, theirs.timed);
             peer.insert((test, pipeline), r);
+            // How busy the load generator was, against each server: ~100% means it set the pace.
+            let busy = match (mine.client_busy, theirs.client_busy) {
+                (Some(m), Some(t)) => format!("; redis-benchmark {:.0}% / {:.0}% busy", m * 100.0, t * 100.0),
+                _ => String::new(),
+            };
             let name = if test == "ping_mbulk" {
-                format!("PING P{pipeline} (transport ceiling; peer p99 {r99:.0} µs)")
+                format!("PING P{pipeline} (transport ceiling; peer p99 {r99:.0} µs{busy})")
             } else {
-                format!("{} P{pipeline} (1 node, memory+log, fsync 1/s; peer p99 {r99:.0} µs)", test.to_uppercase())
+                format!(
+                    "{} P{pipeline} (1 node, memory+log, fsync 1/s; peer p99 {r99:.0} µs{busy})",
+                    test.to_uppercase()
+                )
             };
             results.push(row(name, (b, b50, b99)).with_peer(PEER, r));
+            if let (Some(bc), Some(rc)) = (mine.per_server_cpu, theirs.per_server_cpu) {
+                let what = if test == "ping_mbulk" { "PING".to_string() } else { test.to_uppercase() };
+                let mut res = row(format!("{what} P{pipeline}: per server CPU-second"), (bc, 0.0, 0.0));
+                res.unit = "req/CPU-s".into();
+                per_cpu.push(res.with_peer(&format!("{PEER} ({:.2} µs CPU each)", 1e6 / rc.max(1e-9)), rc));
+            }
         }
     }
-    drop(_node);
+    results.append(&mut per_cpu);
+    drop(node);
     if only.is_some() {
         return Ok(Report { system: "kv".into(), results });
     }

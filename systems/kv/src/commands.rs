@@ -392,16 +392,7 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
         // ---- strings
         "GET" => {
             need!(n == 1);
-            match svc.read(&a[0]).await {
-                // A string is answered with the decoded bytes themselves (no second copy).
-                Ok(Some(Entry { data: Some(Data::Str(s)), .. })) => Frame::Bulk(s.into()),
-                Ok(e) => match e.as_ref().and_then(|e| e.data.as_ref()).map(Data::as_str) {
-                    Some(Some(s)) => Frame::Bulk(s.into_owned().into()),
-                    Some(None) => Frame::err(model::WRONGTYPE),
-                    None => Frame::Null,
-                },
-                Err(e) => ring_err(e),
-            }
+            get_reply(svc.read(&a[0]).await)
         }
         "MGET" => {
             need!(n >= 1);
@@ -628,6 +619,45 @@ pub async fn execute(svc: &Arc<KvService>, conn: &mut Conn, args: Vec<Bytes>) ->
                 "ERR unknown command '{}', with args beginning with: {shown}",
                 String::from_utf8_lossy(&first[..first.len().min(128)])
             ))
+        }
+    }
+}
+
+/// GET's reply to what a read found.
+fn get_reply(found: Result<Option<Entry>, RingError>) -> Frame {
+    match found {
+        // A string is answered with the decoded bytes themselves (no second copy).
+        Ok(Some(Entry { data: Some(Data::Str(s)), .. })) => Frame::Bulk(s.into()),
+        Ok(e) => match e.as_ref().and_then(|e| e.data.as_ref()).map(Data::as_str) {
+            Some(Some(s)) => Frame::Bulk(s.into_owned().into()),
+            Some(None) => Frame::err(model::WRONGTYPE),
+            None => Frame::Null,
+        },
+        Err(e) => ring_err(e),
+    }
+}
+
+/// Answer `args` in place if it is a GET this node's replica alone answers (one replica per
+/// key, this node's): no task, and a string is copied once, from the stored object into `out`.
+/// False (and nothing written) when it is anything else; then [`execute`] runs it.
+pub fn answer_now(svc: &KvService, args: &[Bytes], proto: Proto, out: &mut bytes::BytesMut) -> bool {
+    let [cmd, key] = args else { return false };
+    if !cmd.eq_ignore_ascii_case(b"GET") {
+        return false;
+    }
+    match svc.read_local(key) {
+        None => false,
+        Some(Err(e)) => {
+            basalt_resp::encode(&ring_err(e), proto, out);
+            true
+        }
+        Some(Ok(obj)) => {
+            match svc.current_str(&obj) {
+                Some(Some(s)) => basalt_resp::encode_bulk(s, out),
+                Some(None) => basalt_resp::encode(&Frame::Null, proto, out),
+                None => basalt_resp::encode(&get_reply(Ok(svc.current(&obj))), proto, out),
+            }
+            true
         }
     }
 }

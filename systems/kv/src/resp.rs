@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::commands::{Conn, Planned, execute, plan, upper};
+use crate::commands::{Conn, Planned, answer_now, execute, plan, upper};
 use crate::service::KvService;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -80,6 +80,11 @@ async fn connection(
         }
         let mut i = 0;
         while i < batch.len() {
+            // A read this node answers at once is answered in place.
+            if answer_now(&svc, &batch[i], conn.proto, &mut out) {
+                i += 1;
+                continue;
+            }
             // A run of reads has no effects to order: it runs concurrently. Everything else
             // runs one at a time, in order, as Redis does.
             let run = batch[i..].iter().take_while(|a| read_only(&a[0])).count();

@@ -19,6 +19,23 @@ pub struct UpdateArg {
     pub at: Hlc,
 }
 
+/// An [`Entry`] whose data is a string or nothing, decoded with the string borrowed from the
+/// encoding. Field for field the same encoding as `Entry` (a test holds them together); any
+/// other kind of data fails to decode (an unknown variant), and the caller decodes an `Entry`.
+#[derive(Deserialize)]
+struct StrEntry<'a> {
+    at: Hlc,
+    expires_at_ms: Option<u64>,
+    #[serde(borrow)]
+    data: Option<StrData<'a>>,
+}
+
+/// `model::Data` with only its first variant, `Str`.
+#[derive(Deserialize)]
+enum StrData<'a> {
+    Str(&'a [u8]),
+}
+
 pub fn decode_entries(obj: &Obj) -> Vec<Entry> {
     obj.values().filter_map(|v| postcard::from_bytes::<Entry>(v).ok()).collect()
 }
@@ -368,19 +385,41 @@ impl KvService {
     /// The key's current entry, if it exists now.
     pub async fn read(&self, key: &[u8]) -> Result<Option<Entry>, RingError> {
         let obj = self.ring.coord.get_shared(key, self.quorum(key)).await?;
+        Ok(self.current(&obj))
+    }
+
+    /// `key`'s object when this node's replica alone answers the read at once (see
+    /// `Coordinator::get_local`); `None` when the read needs other replicas ([`Self::read`]).
+    pub fn read_local(&self, key: &[u8]) -> Option<Result<Arc<Obj>, RingError>> {
+        self.ring.coord.get_local(key, self.quorum(key))
+    }
+
+    /// The live string a Redis client sees in `obj`, borrowed from it (no decoding copy):
+    /// `Some(None)` when its one sibling is deleted or expired, `None` when `obj` is anything
+    /// but one sibling holding a string or nothing (then [`Self::current`] decides).
+    pub fn current_str<'a>(&self, obj: &'a Obj) -> Option<Option<&'a [u8]>> {
+        let [(_, Some(v))] = obj.siblings.as_slice() else { return None };
+        let e = postcard::from_bytes::<StrEntry<'_>>(v).ok()?;
+        self.hlc.lock().unwrap_or_else(|e| e.into_inner()).observe(e.at);
+        let expired = e.expires_at_ms.is_some_and(|t| t <= self.now_ms());
+        Some(e.data.filter(|_| !expired).map(|StrData::Str(s)| s))
+    }
+
+    /// The entry a Redis client sees in `obj`: the newest live sibling, if any.
+    pub fn current(&self, obj: &Obj) -> Option<Entry> {
         let now = self.now_ms();
         // One live sibling (the usual case) is the entry; several are resolved.
         let current = match obj.siblings.as_slice() {
             [(_, Some(v))] => postcard::from_bytes::<Entry>(v).ok(),
-            _ => model::resolve(&decode_entries(&obj)),
+            _ => model::resolve(&decode_entries(obj)),
         };
         if let Some(e) = current {
             self.hlc.lock().unwrap_or_else(|e| e.into_inner()).observe(e.at);
             if e.live(now).is_some() {
-                return Ok(Some(e));
+                return Some(e);
             }
         }
-        Ok(None)
+        None
     }
 
     /// The keys this node's replica holds that exist now.
@@ -547,6 +586,39 @@ mod tests {
                     }
                 }
                 history.push(a.clone());
+            }
+        }
+
+        /// The borrowed string view decodes every entry holding a string or nothing exactly as
+        /// `Entry` does, and refuses every other kind (so the caller decodes an `Entry`).
+        #[test]
+        fn the_string_view_reads_entries_as_entry_does(
+            ops in proptest::collection::vec((crate::model::tests::strategies::any_op(), 0..50u64), 1..12),
+            expires in proptest::option::of(any::<u64>()),
+            big in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            use crate::model::Data;
+            let mut entries = vec![Entry { at: Hlc { wall_ms: 7, logical: 1, node: 2 }, expires_at_ms: expires, data: Some(Data::Str(big)) }];
+            let mut cur: Option<Entry> = None;
+            for (i, (op, now)) in ops.into_iter().enumerate() {
+                let stamp = Hlc { wall_ms: 100 + i as u64, logical: i as u32, node: 3 };
+                if let Ok((new, _)) = crate::model::apply(cur.as_ref(), &op, now, stamp, 1) {
+                    cur = new;
+                }
+                entries.extend(cur.clone());
+            }
+            for e in entries {
+                let bytes = postcard::to_allocvec(&e).unwrap();
+                match (postcard::from_bytes::<StrEntry<'_>>(&bytes), &e.data) {
+                    (Ok(v), Some(Data::Str(s))) => {
+                        prop_assert_eq!((v.at, v.expires_at_ms), (e.at, e.expires_at_ms));
+                        prop_assert!(matches!(v.data, Some(StrData::Str(b)) if b == s.as_slice()));
+                    }
+                    (Ok(v), None) => prop_assert!(v.data.is_none() && (v.at, v.expires_at_ms) == (e.at, e.expires_at_ms)),
+                    (Err(_), Some(d)) => prop_assert!(!matches!(d, Data::Str(_)), "a string entry refused"),
+                    (Ok(_), Some(d)) => prop_assert!(false, "decoded {:?} as a string", d),
+                    (Err(e), None) => prop_assert!(false, "a deleted entry refused: {}", e),
+                }
             }
         }
     }
