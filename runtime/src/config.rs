@@ -7,7 +7,8 @@
 //! Environment variables map onto keys: `BASALT_HTTP_ADDR` sets `http_addr`, and a double
 //! underscore descends into a table: `BASALT_HTTP__BODY_LIMIT_BYTES` sets `http.body_limit_bytes`,
 //! `BASALT_SYSTEMS__IDS__GENERATORS` sets `systems.ids.generators`. `BASALT_CONFIG` names the
-//! file (it is not a key).
+//! file (it is not a key), and `BASALT_BENCH_*` variables belong to `basalt bench` (a benchmark's
+//! nodes inherit them), so neither is read as a setting.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -246,10 +247,11 @@ pub fn config_file(flag: Option<&Path>, env: &[(String, String)]) -> Option<Path
         .or_else(|| env.iter().find(|(k, _)| k == ENV_CONFIG_FILE).map(|(_, v)| PathBuf::from(v)))
 }
 
-/// `BASALT_HTTP__BODY_LIMIT_BYTES` → `http.body_limit_bytes`; `None` for other variables.
+/// `BASALT_HTTP__BODY_LIMIT_BYTES` → `http.body_limit_bytes`; `None` for other variables (and
+/// for `BASALT_CONFIG` and the benchmarks' `BASALT_BENCH_*`).
 fn env_key(name: &str) -> Option<String> {
     let rest = name.strip_prefix(ENV_PREFIX)?;
-    if name == ENV_CONFIG_FILE || rest.is_empty() {
+    if name == ENV_CONFIG_FILE || rest.is_empty() || rest.starts_with("BENCH_") {
         return None;
     }
     Some(rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join("."))
@@ -330,6 +332,8 @@ mod tests {
             ("BASALT_LOG_LEVEL".into(), "warn".into()),
             ("BASALT_SYSTEMS__IDS__GENERATORS".into(), "3".into()),
             ("PATH".into(), "/bin".into()),
+            // A benchmark's own variable, inherited by the nodes it starts: not a setting.
+            ("BASALT_BENCH_KV_ONLY".into(), "set".into()),
         ];
         s.flags = vec![("http_addr".into(), "127.0.0.1:9003".into())];
         let c = NodeConfig::load(&s).unwrap();

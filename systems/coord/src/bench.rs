@@ -132,34 +132,86 @@ async fn watch_latency(opts: &BenchOpts, chans: &[Channel]) -> anyhow::Result<Me
 }
 
 /// A scenario's result and the servers' CPU time during its measured window.
-type WithCpu = (Measured, Option<Duration>);
+/// A scenario's measurement, the CPU the servers used in its window, and the CPU this process
+/// (the load generator, the same for both sides) used in it.
+type WithCpu = (Measured, Option<Duration>, Option<Duration>);
 
-struct Side {
-    put1: WithCpu,
-    put_many: WithCpu,
-    range: WithCpu,
-    watch: Measured,
-    lock: WithCpu,
+/// Run `scenario` and meter the servers' CPU and the load generator's over its window.
+async fn metered<T>(
+    opts: &BenchOpts,
+    servers: &CpuMeter,
+    scenario: impl std::future::Future<Output = T>,
+) -> (T, Option<Duration>, Option<Duration>) {
+    let client = CpuMeter::new([std::process::id()]);
+    let ((out, server_cpu), client_cpu) = client.during(opts, servers.during(opts, scenario)).await;
+    (out, server_cpu, client_cpu)
 }
 
-async fn run_side(opts: &BenchOpts, label: &str, endpoints: &[String], servers: &CpuMeter) -> anyhow::Result<Side> {
+/// Each scenario's result; `None` for one `BASALT_BENCH_COORD_ONLY` left out.
+struct Side {
+    put1: Option<WithCpu>,
+    put_many: Option<WithCpu>,
+    range: Option<WithCpu>,
+    watch: Option<Measured>,
+    lock: Option<WithCpu>,
+}
+
+/// The scenarios, by the names `BASALT_BENCH_COORD_ONLY` takes (comma-separated; for iterating
+/// on one of them). An unknown name or an empty list is an error, not a run measuring nothing.
+const SCENARIOS: [&str; 5] = ["put1", "put", "range", "watch", "lock"];
+
+fn only_scenarios(v: &str) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = v.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
+    anyhow::ensure!(
+        !names.is_empty(),
+        "BASALT_BENCH_COORD_ONLY is empty; name scenarios from {}",
+        SCENARIOS.join(", ")
+    );
+    if let Some(bad) = names.iter().find(|t| !SCENARIOS.contains(&t.as_str())) {
+        anyhow::bail!("BASALT_BENCH_COORD_ONLY: no scenario `{bad}`; the scenarios are {}", SCENARIOS.join(", "));
+    }
+    Ok(names)
+}
+
+async fn run_side(
+    opts: &BenchOpts,
+    label: &str,
+    endpoints: &[String],
+    servers: &CpuMeter,
+    only: Option<&[String]>,
+) -> anyhow::Result<Side> {
+    let on = |s: &str| only.is_none_or(|o| o.iter().any(|t| t == s));
     let chans = channels(endpoints).await?;
     let mut kv = KvClient::new(chans[0].clone());
     for n in 0..KEYS {
         kv.put(pb::PutRequest { key: format!("bench/{n}").into_bytes(), value: value(), ..Default::default() }).await?;
     }
-    let put1 = servers.during(opts, puts(opts, &format!("{label} put, 1 client"), &chans, 1)).await;
-    let put_many = servers.during(opts, puts(opts, &format!("{label} put, {MANY} clients"), &chans, MANY)).await;
-    let range =
-        servers.during(opts, ranges(opts, &format!("{label} linearizable range, {MANY} clients"), &chans, MANY)).await;
-    let watch = watch_latency(opts, &chans).await?;
-    let (lock, lock_cpu) =
-        servers.during(opts, locks(opts, &format!("{label} lock + unlock, 16 clients"), &chans, 16)).await;
-    Ok(Side { put1, put_many, range, watch, lock: (lock?, lock_cpu) })
+    let mut side = Side { put1: None, put_many: None, range: None, watch: None, lock: None };
+    if on("put1") {
+        side.put1 = Some(metered(opts, servers, puts(opts, &format!("{label} put, 1 client"), &chans, 1)).await);
+    }
+    if on("put") {
+        side.put_many =
+            Some(metered(opts, servers, puts(opts, &format!("{label} put, {MANY} clients"), &chans, MANY)).await);
+    }
+    if on("range") {
+        let name = format!("{label} linearizable range, {MANY} clients");
+        side.range = Some(metered(opts, servers, ranges(opts, &name, &chans, MANY)).await);
+    }
+    if on("watch") {
+        side.watch = Some(watch_latency(opts, &chans).await?);
+    }
+    if on("lock") {
+        let (lock, cpu, client) =
+            metered(opts, servers, locks(opts, &format!("{label} lock + unlock, 16 clients"), &chans, 16)).await;
+        side.lock = Some((lock?, cpu, client));
+    }
+    Ok(side)
 }
 
 pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     anyhow::ensure!(opts.url.is_none(), "bench coord starts its own clusters; --url is not supported");
+    let only = std::env::var("BASALT_BENCH_COORD_ONLY").ok().map(|v| only_scenarios(&v)).transpose()?;
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("basalt"))?;
     std::fs::create_dir_all(dir.path().join("etcd"))?;
@@ -173,23 +225,32 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
             let addr = v["etcd_addr"].as_str().context("no etcd_addr")?;
             endpoints.push(format!("http://{addr}"));
         }
-        run_side(opts, "basalt", &endpoints, &servers).await.context("the Basalt side")?
+        run_side(opts, "basalt", &endpoints, &servers, only.as_deref()).await.context("the Basalt side")?
     };
     let etcd = {
         let (procs, urls) = etcd_cluster(&dir.path().join("etcd"), 3, INSTALL).await?;
         let servers = CpuMeter::new(procs.iter().map(|p| p.pid()));
-        run_side(opts, "etcd", &urls, &servers).await.context("the etcd side")?
+        run_side(opts, "etcd", &urls, &servers, only.as_deref()).await.context("the etcd side")?
     };
-    let row = |name: &str, b: &WithCpu, e: &WithCpu, unit: &str| {
+    let row = |name: &str, b: &Option<WithCpu>, e: &Option<WithCpu>, unit: &str| {
+        let (b, e) = (b.as_ref()?, e.as_ref()?);
         let mut r = BenchResult::from_measured(name, &b.0);
         r.unit = unit.into();
-        r.with_peer(&format!("{PEER} (p99 {:.0} µs)", e.0.percentile_us(99.0)), e.0.ops_per_sec())
+        Some(r.with_peer(&format!("{PEER} (p99 {:.0} µs)", e.0.percentile_us(99.0)), e.0.ops_per_sec()))
     };
     // Work per request: requests per CPU-second of the three servers together (all threads),
     // in the same measured window. It holds up on a busy machine where throughput does not.
-    let per_cpu = |name: &str, b: &WithCpu, e: &WithCpu, unit: &str| {
+    // The name also carries the load generator's CPU per request against each side: on two
+    // cores it shares the machine with the servers, and its share caps the throughput ratio.
+    let per_cpu = |name: &str, b: &Option<WithCpu>, e: &Option<WithCpu>, unit: &str| {
+        let (b, e) = (b.as_ref()?, e.as_ref()?);
         let (Some(bc), Some(ec)) = (b.1, e.1) else { return None };
-        let mut r = BenchResult::from_measured(name, &b.0);
+        let each = |ops: u64, cpu: Option<Duration>| cpu.map(|c| 1e6 / ops_per_cpu_sec(ops, c).max(1e-9));
+        let name = match (each(b.0.ops, b.2), each(e.0.ops, e.2)) {
+            (Some(cb), Some(ce)) => format!("{name} (load generator {cb:.0} / {ce:.0} µs CPU each)"),
+            _ => name.to_string(),
+        };
+        let mut r = BenchResult::from_measured(&name, &b.0);
         r.value = ops_per_cpu_sec(b.0.ops, bc).round();
         r.unit = unit.into();
         (r.p50_us, r.p99_us) = (0.0, 0.0);
@@ -198,8 +259,8 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
             ops_per_cpu_sec(e.0.ops, ec),
         ))
     };
-    let lat = |name: &str, m: &Measured| {
-        BenchResult::ms(name, m.percentile_us(50.0), m.percentile_us(50.0), m.percentile_us(99.0))
+    let lat = |name: &str, m: &Option<Measured>| {
+        m.as_ref().map(|m| BenchResult::ms(name, m.percentile_us(50.0), m.percentile_us(50.0), m.percentile_us(99.0)))
     };
     Ok(Report {
         system: "coord".into(),
@@ -212,6 +273,7 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
             lat("watch event latency, etcd (p50 ms; same)", &etcd.watch),
         ]
         .into_iter()
+        .flatten()
         .chain(
             [
                 per_cpu("put, 1 client: per server CPU-second", &basalt.put1, &etcd.put1, "puts"),
@@ -229,4 +291,17 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         )
         .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_known_scenarios() {
+        assert_eq!(only_scenarios(" Lock, put1 ,").unwrap(), vec!["lock", "put1"]);
+        let e = only_scenarios("lock,locks").unwrap_err().to_string();
+        assert!(e.contains("`locks`") && e.contains("watch"), "{e}");
+        assert!(only_scenarios(" , ").unwrap_err().to_string().contains("empty"));
+    }
 }
