@@ -42,15 +42,27 @@ pub struct Applied {
     pub payload: Option<Arc<Vec<u8>>>,
 }
 
+/// Every system's snapshot by name. Byte strings are written as bytes (one copy), not as a
+/// sequence of numbers (a call per byte); in postcard both are a length and the raw bytes, so
+/// snapshots written either way read the same (tested).
 #[derive(Serialize, Deserialize, Default)]
 struct SnapshotPayload {
-    systems: BTreeMap<String, Vec<u8>>,
+    systems: BTreeMap<String, serde_bytes::ByteBuf>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
+}
+
+/// [`StoredSnapshot`] as written: borrowing the data rather than copying it first.
+#[derive(Serialize)]
+struct StoredSnapshotRef<'a> {
+    meta: &'a SnapshotMeta,
+    #[serde(with = "serde_bytes")]
+    data: &'a [u8],
 }
 
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
@@ -137,7 +149,7 @@ impl SmStore {
         let mut state = self.inner.state.lock().map_err(|_| anyhow::anyhow!("state poisoned"))?;
         let systems = self.inner.systems.read().map_err(|_| anyhow::anyhow!("registry poisoned"))?;
         for (name, sm) in systems.iter() {
-            let bytes = payload.systems.get(name).map(Vec::as_slice).unwrap_or(&[]);
+            let bytes = payload.systems.get(name).map(|b| b.as_slice()).unwrap_or(&[]);
             sm.restore(bytes).map_err(|e| anyhow::anyhow!("restoring `{name}` from the snapshot: {e:#}"))?;
         }
         state.last_applied = meta.last_log_id;
@@ -148,8 +160,8 @@ impl SmStore {
     }
 
     async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-        let stored = StoredSnapshot { meta: meta.clone(), data: data.to_vec() };
-        let bytes = postcard::to_allocvec(&stored).map_err(|e| io_err(ErrorVerb::Write, e))?;
+        let bytes =
+            postcard::to_allocvec(&StoredSnapshotRef { meta, data }).map_err(|e| io_err(ErrorVerb::Write, e))?;
         self.inner.ns.put(SNAPSHOT_KEY, bytes).map_err(|e| io_err(ErrorVerb::Write, e))?;
         self.inner.ns.sync().await.map_err(|e| io_err(ErrorVerb::Write, e))
     }
@@ -160,8 +172,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SmStore {
         let (meta, data) = {
             let mut state = self.inner.state.lock().map_err(|_| io_err(ErrorVerb::Read, "state poisoned"))?;
             let systems = self.inner.systems.read().map_err(|_| io_err(ErrorVerb::Read, "registry poisoned"))?;
-            let payload =
-                SnapshotPayload { systems: systems.iter().map(|(n, sm)| (n.clone(), sm.snapshot())).collect() };
+            let payload = SnapshotPayload {
+                systems: systems.iter().map(|(n, sm)| (n.clone(), serde_bytes::ByteBuf::from(sm.snapshot()))).collect(),
+            };
             let data = postcard::to_allocvec(&payload).map_err(|e| io_err(ErrorVerb::Write, e))?;
             state.snapshots_built += 1;
             let id = match state.last_applied {
@@ -274,5 +287,42 @@ impl RaftStateMachine<TypeConfig> for SmStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let stored = self.stored_snapshot().map_err(|e| io_err(ErrorVerb::Read, e))?;
         Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layouts before byte strings were written as bytes.
+    #[derive(Serialize)]
+    struct OldPayload {
+        systems: BTreeMap<String, Vec<u8>>,
+    }
+
+    #[derive(Serialize)]
+    struct OldStored {
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    }
+
+    #[test]
+    fn snapshots_are_written_as_before_and_read_either_way() {
+        let systems: BTreeMap<String, Vec<u8>> =
+            [("coord".to_string(), (0..=255u8).cycle().take(1000).collect()), ("empty".to_string(), Vec::new())].into();
+        let old = postcard::to_allocvec(&OldPayload { systems: systems.clone() }).unwrap();
+        let new = SnapshotPayload {
+            systems: systems.iter().map(|(k, v)| (k.clone(), serde_bytes::ByteBuf::from(v.clone()))).collect(),
+        };
+        assert_eq!(postcard::to_allocvec(&new).unwrap(), old, "the payload's bytes are unchanged");
+        let back: SnapshotPayload = postcard::from_bytes(&old).unwrap();
+        assert_eq!(back.systems["coord"].as_slice(), systems["coord"].as_slice());
+
+        let meta = SnapshotMeta { snapshot_id: "1-2-3".into(), ..Default::default() };
+        let old = postcard::to_allocvec(&OldStored { meta: meta.clone(), data: systems["coord"].clone() }).unwrap();
+        let new = postcard::to_allocvec(&StoredSnapshotRef { meta: &meta, data: &systems["coord"] }).unwrap();
+        assert_eq!(new, old, "the stored snapshot's bytes are unchanged");
+        let back: StoredSnapshot = postcard::from_bytes(&old).unwrap();
+        assert_eq!((back.meta, back.data), (meta, systems["coord"].clone()));
     }
 }
