@@ -140,6 +140,47 @@ async fn every_node_restarted_keeps_its_state() {
     assert_converged(&c, "r", &acked).await;
 }
 
+/// Snapshots every 20 entries, 5 kept behind each: a follower killed while 150 writes commit
+/// comes back behind the leader's purged log, so it can only catch up from a snapshot the
+/// leader sends; then every node is killed and restarted and rebuilds the same state from its
+/// own snapshot and the log after it.
+#[tokio::test]
+async fn a_follower_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let settings = ["engines.consensus.snapshot_every_entries=20", "engines.consensus.log_kept_behind_snapshot=5"];
+    let args = settings.iter().flat_map(|s| ["--set".to_string(), s.to_string()]).collect();
+    let mut c = Cluster::start_with_args(EXE, 3, args).await;
+    create_ns(&c.url(1), "snap").await;
+    let leader = c.leader().await;
+    let behind = c.live().into_iter().find(|id| *id != leader).unwrap();
+    let had = c.status(behind).await["last_log_index"].as_u64().unwrap_or(0);
+    c.kill9(behind);
+    let mut acked = BTreeMap::new();
+    for i in 0..150u64 {
+        let key = format!("k{}", i % 40);
+        assert!(put(&c.url(leader), "snap", &key, i).await.is_some(), "write {i}");
+        acked.insert(key, i);
+    }
+    let snapshot = c.status(leader).await["snapshot_index"].as_u64().unwrap_or(0);
+    assert!(snapshot > had + 5 + 20, "the leader's log before {snapshot} is purged; the follower has up to {had}");
+    c.restart(behind).await;
+    assert_converged(&c, "snap", &acked).await;
+    c.wait_for("the follower to hold a snapshot", || {
+        let url = c.url(behind);
+        async move {
+            let s: serde_json::Value = send(client().get(format!("{url}/v1/cluster"))).await.1;
+            s["snapshot_index"].as_u64().is_some_and(|i| i >= snapshot)
+        }
+    })
+    .await;
+    for id in 1..=3 {
+        c.kill9(id);
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    assert_converged(&c, "snap", &acked).await;
+}
+
 #[tokio::test]
 async fn a_node_joins_and_another_leaves_under_load() {
     let mut c = Cluster::start(EXE, 3).await;

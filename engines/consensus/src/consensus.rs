@@ -28,7 +28,9 @@ pub struct ConsensusConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot (and allow purging the log before it) after this many entries.
+    /// Build a snapshot (and allow purging the log before it) after this many entries. A
+    /// snapshot serializes every system's whole state (S05's included its retained history), so
+    /// its cost grows with the state: 100,000 as etcd's `--snapshot-count`.
     pub snapshot_every_entries: u64,
     /// Entries kept in the log behind the snapshot, for followers that lag a little.
     pub log_kept_behind_snapshot: u64,
@@ -48,7 +50,7 @@ impl Default for ConsensusConfig {
             heartbeat_ms: 100,
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1_000,
-            snapshot_every_entries: 10_000,
+            snapshot_every_entries: 100_000,
             log_kept_behind_snapshot: 1_000,
             request_timeout_ms: 5_000,
             batches_in_flight: crate::batch::IN_FLIGHT,
