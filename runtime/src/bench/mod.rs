@@ -4,7 +4,9 @@
 //! `{"system":"ids","results":[{"name","unit","value","p50_us","p99_us","peer","peer_value","ratio"}]}`.
 
 mod cpu;
+mod only;
 pub use cpu::{CpuMeter, children_cpu, ops_per_cpu_sec};
+pub use only::only_from_env;
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};

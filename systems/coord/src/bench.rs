@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use basalt_runtime::bench::{BenchOpts, BenchResult, CpuMeter, Measured, Report, measure_async, ops_per_cpu_sec};
+use basalt_runtime::bench::{
+    BenchOpts, BenchResult, CpuMeter, Measured, Report, measure_async, only_from_env, ops_per_cpu_sec,
+};
 use basalt_runtime::process::{etcd_cluster, raft_cluster};
 use tonic::transport::Channel;
 
@@ -156,22 +158,8 @@ struct Side {
     lock: Option<WithCpu>,
 }
 
-/// The scenarios, by the names `BASALT_BENCH_COORD_ONLY` takes (comma-separated; for iterating
-/// on one of them). An unknown name or an empty list is an error, not a run measuring nothing.
+/// The scenarios, by the names `BASALT_BENCH_COORD_ONLY` takes (for iterating on some of them).
 const SCENARIOS: [&str; 5] = ["put1", "put", "range", "watch", "lock"];
-
-fn only_scenarios(v: &str) -> anyhow::Result<Vec<String>> {
-    let names: Vec<String> = v.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
-    anyhow::ensure!(
-        !names.is_empty(),
-        "BASALT_BENCH_COORD_ONLY is empty; name scenarios from {}",
-        SCENARIOS.join(", ")
-    );
-    if let Some(bad) = names.iter().find(|t| !SCENARIOS.contains(&t.as_str())) {
-        anyhow::bail!("BASALT_BENCH_COORD_ONLY: no scenario `{bad}`; the scenarios are {}", SCENARIOS.join(", "));
-    }
-    Ok(names)
-}
 
 async fn run_side(
     opts: &BenchOpts,
@@ -211,7 +199,7 @@ async fn run_side(
 
 pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     anyhow::ensure!(opts.url.is_none(), "bench coord starts its own clusters; --url is not supported");
-    let only = std::env::var("BASALT_BENCH_COORD_ONLY").ok().map(|v| only_scenarios(&v)).transpose()?;
+    let only = only_from_env("BASALT_BENCH_COORD_ONLY", &SCENARIOS)?;
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("basalt"))?;
     std::fs::create_dir_all(dir.path().join("etcd"))?;
@@ -291,17 +279,4 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         )
         .collect(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_names_known_scenarios() {
-        assert_eq!(only_scenarios(" Lock, put1 ,").unwrap(), vec!["lock", "put1"]);
-        let e = only_scenarios("lock,locks").unwrap_err().to_string();
-        assert!(e.contains("`locks`") && e.contains("watch"), "{e}");
-        assert!(only_scenarios(" , ").unwrap_err().to_string().contains("empty"));
-    }
 }

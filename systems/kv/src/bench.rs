@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use basalt_runtime::bench::{BenchOpts, BenchResult, CpuMeter, Report, children_cpu, ops_per_cpu_sec};
+use basalt_runtime::bench::{BenchOpts, BenchResult, CpuMeter, Report, children_cpu, only_from_env, ops_per_cpu_sec};
 use basalt_runtime::process::{NodeProcess, NodeSpec, PeerProcess, free_port};
 
 const INSTALL: &str = "scripts/install-deps redis-server redis-tools";
@@ -139,20 +139,12 @@ fn row(name: String, (value, p50, p99): (f64, f64, f64)) -> BenchResult {
     }
 }
 
+/// The rows `BASALT_BENCH_KV_ONLY` may name (for iterating: only those rows of the one-node table,
+/// at both pipelines, and nothing else).
+const ROWS: [&str; 5] = ["ping", "set", "get", "incr", "zadd"];
+
 /// Requests per run, scaled to the measured duration (at least a few thousand): about the
 /// duration at Basalt's pace, so each run lasts seconds, not a fraction of one.
-/// The rows `BASALT_BENCH_KV_ONLY` names (comma-separated: ping, set, get, incr, zadd); an
-/// unknown name or an empty list is an error rather than a run that measures nothing.
-fn only_rows(v: &str) -> anyhow::Result<Vec<String>> {
-    const ROWS: [&str; 5] = ["ping", "set", "get", "incr", "zadd"];
-    let names: Vec<String> = v.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect();
-    anyhow::ensure!(!names.is_empty(), "BASALT_BENCH_KV_ONLY is empty; name rows from {}", ROWS.join(", "));
-    if let Some(bad) = names.iter().find(|t| !ROWS.contains(&t.as_str())) {
-        anyhow::bail!("BASALT_BENCH_KV_ONLY: no row `{bad}`; the rows are {}", ROWS.join(", "));
-    }
-    Ok(names)
-}
-
 fn requests(opts: &BenchOpts, pipeline: usize) -> u64 {
     let per_sec = if pipeline > 1 { 300_000 } else { 50_000 };
     ((opts.duration.as_secs_f64() * per_sec as f64) as u64).max(5_000)
@@ -194,7 +186,7 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
     let mut peer: HashMap<(&str, usize), f64> = HashMap::new();
     // `BASALT_BENCH_KV_ONLY=set,incr` (for iterating): only those rows of the one-node memory
     // table, at both pipelines; nothing else.
-    let only = std::env::var("BASALT_BENCH_KV_ONLY").ok().map(|v| only_rows(&v)).transpose()?;
+    let only = only_from_env("BASALT_BENCH_KV_ONLY", &ROWS)?;
     for pipeline in [1usize, 16] {
         for test in ["ping_mbulk", "set", "get", "incr", "zadd"] {
             if only.as_ref().is_some_and(|o| !o.iter().any(|t| t == test || (t == "ping" && test == "ping_mbulk"))) {
@@ -270,17 +262,4 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
         results.push(row(format!("{} P1 (3-node ring, N=3 R=W=2, memory+log)", test.to_uppercase()), measured));
     }
     Ok(Report { system: "kv".into(), results })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_rows_takes_known_names_and_refuses_the_rest_by_name() {
-        assert_eq!(only_rows(" SET, incr ,").unwrap(), vec!["set", "incr"]);
-        let e = only_rows("set,sett").unwrap_err().to_string();
-        assert!(e.contains("`sett`") && e.contains("zadd"), "{e}");
-        assert!(only_rows(" , ").unwrap_err().to_string().contains("empty"));
-    }
 }
