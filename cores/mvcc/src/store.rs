@@ -148,6 +148,8 @@ pub struct Store {
     pub(crate) log: BTreeMap<Revision, Vec<u8>>,
     pub(crate) leases: BTreeMap<i64, Lease>,
     pub(crate) size_bytes: u64,
+    /// True only inside [`Store::quietly`]: writes build no events.
+    pub(crate) quiet: bool,
 }
 
 impl Default for Store {
@@ -157,6 +159,22 @@ impl Default for Store {
 }
 
 impl Store {
+    /// Run `f` with writes that build no events (their `Outcome::events` are empty): for a
+    /// caller that serves watches from [`Store::events`] (the change log) and would drop them.
+    /// Everything else — responses, the store, the change log — is exactly as without it
+    /// (property-tested); outside `f` writes build events as always.
+    pub fn quietly<R>(&mut self, f: impl FnOnce(&mut Store) -> R) -> R {
+        struct Loud<'a>(&'a mut Store);
+        impl Drop for Loud<'_> {
+            fn drop(&mut self) {
+                self.0.quiet = false;
+            }
+        }
+        self.quiet = true;
+        let guard = Loud(self);
+        f(guard.0)
+    }
+
     /// An empty store at revision 1.
     pub fn new(config: Config) -> Self {
         Store {
@@ -167,6 +185,7 @@ impl Store {
             keys: BTreeMap::new(),
             log: BTreeMap::new(),
             leases: BTreeMap::new(),
+            quiet: false,
             size_bytes: 0,
         }
     }

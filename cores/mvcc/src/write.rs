@@ -16,13 +16,15 @@ pub(crate) struct Writer<'s> {
     begin: i64,
     /// The key of each change made, in sub-revision order (for rollback).
     touched: Vec<Vec<u8>>,
-    events: Vec<Event>,
+    /// `None` inside [`Store::quietly`]: no events are built.
+    events: Option<Vec<Event>>,
 }
 
 impl<'s> Writer<'s> {
     pub(crate) fn new(store: &'s mut Store) -> Self {
         let begin = store.revision;
-        Writer { store, begin, touched: Vec::new(), events: Vec::new() }
+        let events = (!store.quiet).then(Vec::new);
+        Writer { store, begin, touched: Vec::new(), events }
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -47,7 +49,12 @@ impl<'s> Writer<'s> {
     fn record(&mut self, key: &[u8], change: Change) {
         self.store.size_bytes = self.store.size_bytes.saturating_add(change.size_bytes(key));
         self.store.log.insert(change.rev, key.to_vec());
-        self.store.keys.entry(key.to_vec()).or_default().push(change);
+        match self.store.keys.get_mut(key) {
+            Some(history) => history.push(change),
+            None => {
+                self.store.keys.insert(key.to_vec(), vec![change]);
+            }
+        }
         self.touched.push(key.to_vec());
     }
 
@@ -65,21 +72,26 @@ impl<'s> Writer<'s> {
             Some(l) => (l.create_revision, l.version.saturating_add(1), l.lease),
             None => (rev.main, 1, 0),
         };
-        let prev_kv = if create_revision == rev.main { None } else { self.before(key) };
-        let kv = KeyValue {
-            key: key.to_vec(),
-            create_revision,
-            mod_revision: rev.main,
-            version,
-            value: value.clone(),
-            lease,
-        };
+        let event = self.events.is_some().then(|| Event {
+            kind: EventType::Put,
+            kv: KeyValue {
+                key: key.to_vec(),
+                create_revision,
+                mod_revision: rev.main,
+                version,
+                value: value.clone(),
+                lease,
+            },
+            prev_kv: if create_revision == rev.main { None } else { self.before(key) },
+        });
         self.record(key, Change { rev, live: Some(Live { value, create_revision, version, lease }) });
         if old_lease != lease {
             self.store.detach(old_lease, key);
             self.store.attach(lease, key);
         }
-        self.events.push(Event { kind: EventType::Put, kv, prev_kv });
+        if let (Some(events), Some(e)) = (&mut self.events, event) {
+            events.push(e);
+        }
     }
 
     /// Etcd's `storeTxnWrite.delete`: a tombstone for a key that exists now.
@@ -87,11 +99,13 @@ impl<'s> Writer<'s> {
         let rev = self.next_revision();
         let old_lease =
             self.store.keys.get(key).and_then(|h| h.last()).and_then(|c| c.live.as_ref()).map_or(0, |l| l.lease);
-        let prev_kv = self.before(key);
+        let prev_kv = self.events.is_some().then(|| self.before(key)).flatten();
         self.record(key, Change { rev, live: None });
         self.store.detach(old_lease, key);
-        let kv = KeyValue { key: key.to_vec(), mod_revision: rev.main, ..KeyValue::default() };
-        self.events.push(Event { kind: EventType::Delete, kv, prev_kv });
+        if let Some(events) = &mut self.events {
+            let kv = KeyValue { key: key.to_vec(), mod_revision: rev.main, ..KeyValue::default() };
+            events.push(Event { kind: EventType::Delete, kv, prev_kv });
+        }
     }
 
     /// Deletes every key that exists now in the span; returns how many.
@@ -152,7 +166,7 @@ impl<'s> Writer<'s> {
         if !self.touched.is_empty() {
             self.store.revision = self.write_rev();
         }
-        self.events
+        self.events.unwrap_or_default()
     }
 
     /// Undoes every change, newest first, restoring lease attachments.

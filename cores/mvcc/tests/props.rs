@@ -842,3 +842,49 @@ proptest! {
         prop_assert_eq!(back, s);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Writes made `quietly` build no events and change nothing else: the same answers, the
+    /// same store (its change log, from which watches are served, included) as made loudly.
+    #[test]
+    fn quiet_writes_differ_only_in_their_events(ops in prop::collection::vec(any_op(), 1..30)) {
+        let (mut loud, mut quiet) = (Store::default(), Store::default());
+        for op in &ops {
+            match op {
+                AnyOp::Put(r) => {
+                    let q = quiet.quietly(|s| s.put(r));
+                    let l = loud.put(r);
+                    prop_assert!(q.as_ref().is_ok_and(|o| o.events.is_empty()) || q.is_err());
+                    prop_assert_eq!(q.map(|o| o.response), l.map(|o| o.response));
+                }
+                AnyOp::Delete(r) => {
+                    let q = quiet.quietly(|s| s.delete_range(r));
+                    let l = loud.delete_range(r);
+                    prop_assert!(q.as_ref().is_ok_and(|o| o.events.is_empty()) || q.is_err());
+                    prop_assert_eq!(q.map(|o| o.response), l.map(|o| o.response));
+                }
+                AnyOp::Txn(r) => {
+                    let q = quiet.quietly(|s| s.txn(r));
+                    let l = loud.txn(r);
+                    prop_assert!(q.as_ref().is_ok_and(|o| o.events.is_empty()) || q.is_err());
+                    prop_assert_eq!(q.map(|o| o.response), l.map(|o| o.response));
+                }
+                AnyOp::Revoke(i) => {
+                    let q = quiet.quietly(|s| s.lease_revoke(*i));
+                    prop_assert_eq!(q.map(|o| o.response), loud.lease_revoke(*i).map(|o| o.response));
+                }
+                AnyOp::Compact(r) => prop_assert_eq!(quiet.compact(*r), loud.compact(*r)),
+                AnyOp::Grant(i, t) => prop_assert_eq!(quiet.lease_grant(*i, *t), loud.lease_grant(*i, *t)),
+                _ => {}
+            }
+            prop_assert_eq!(&quiet, &loud, "{:?}", op);
+            let all = |s: &Store| s.events(0, b"\0", b"\0", EventFilter::default(), true, 0);
+            prop_assert_eq!(all(&quiet), all(&loud));
+        }
+        // Outside `quietly` a write builds its events again.
+        let put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
+        prop_assert_eq!(quiet.put(&put).unwrap().events.len(), 1);
+    }
+}

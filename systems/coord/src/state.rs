@@ -71,14 +71,16 @@ pub struct State {
 }
 
 impl State {
+    /// Watches are served from the store's change log (`Store::events`), so writes are made
+    /// `quietly`: no per-write events (copies of each value and its previous one) are built.
     pub fn apply(&mut self, cmd: Command) -> Answer {
         Ok(match cmd {
-            Command::Put(r) => Reply::Put(self.store.put(&r)?.response),
-            Command::Delete(r) => Reply::Delete(self.store.delete_range(&r)?.response),
-            Command::Txn(r) => Reply::Txn(self.store.txn(&r)?.response),
+            Command::Put(r) => Reply::Put(self.store.quietly(|s| s.put(&r))?.response),
+            Command::Delete(r) => Reply::Delete(self.store.quietly(|s| s.delete_range(&r))?.response),
+            Command::Txn(r) => Reply::Txn(self.store.quietly(|s| s.txn(&r))?.response),
             Command::Compact(rev) => Reply::Compact(self.store.compact(rev)?),
             Command::LeaseGrant { id, ttl } => Reply::LeaseGrant(self.store.lease_grant(id, ttl)?),
-            Command::LeaseRevoke { id } => Reply::LeaseRevoke(self.store.lease_revoke(id)?.response),
+            Command::LeaseRevoke { id } => Reply::LeaseRevoke(self.store.quietly(|s| s.lease_revoke(id))?.response),
             Command::Register { node_id, client_url } => {
                 self.members.insert(node_id, client_url);
                 Reply::Done
