@@ -192,30 +192,28 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let restarts = AtomicUsize::new(0);
         let b = Batcher::default();
+        // The caller takes its lone command and proposes it holding the slot; its future is
+        // dropped while the proposal is out (the client went away).
+        let dropped_midway = || async {
+            let proposing = async {
+                let _slot = LoneSlot::new(&b, || {
+                    restarts.fetch_add(1, Ordering::SeqCst);
+                });
+                std::future::pending::<()>().await;
+            };
+            tokio::select! { biased; _ = proposing => unreachable!(), _ = std::future::ready(()) => {} }
+        };
         assert!(b.push(cmd(), waiter().0));
         assert!(b.take_lone().is_some());
-        // The caller's future is dropped while its proposal is out (the client went away).
-        let proposing = async {
-            let _slot = LoneSlot::new(&b, || {
-                restarts.fetch_add(1, Ordering::SeqCst);
-            });
-            std::future::pending::<()>().await;
-        };
-        tokio::select! { biased; _ = proposing => unreachable!(), _ = std::future::ready(()) => {} }
+        dropped_midway().await;
         assert_eq!((b.state.lock().unwrap().drivers, restarts.load(Ordering::SeqCst)), (0, 0), "slot freed");
 
         // Commands queued while it was out: the slot is kept and a driver started for them.
         assert!(b.push(cmd(), waiter().0));
         assert!(b.take_lone().is_some());
-        let proposing = async {
-            let _slot = LoneSlot::new(&b, || {
-                restarts.fetch_add(1, Ordering::SeqCst);
-            });
-            std::future::pending::<()>().await;
-        };
         assert!(b.push(cmd(), waiter().0), "a second driver starts");
         assert!(!b.push(cmd(), waiter().0), "queued behind both");
-        tokio::select! { biased; _ = proposing => unreachable!(), _ = std::future::ready(()) => {} }
+        dropped_midway().await;
         assert_eq!((b.state.lock().unwrap().drivers, restarts.load(Ordering::SeqCst)), (IN_FLIGHT, 1));
     }
 

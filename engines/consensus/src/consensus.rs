@@ -63,6 +63,10 @@ impl ConsensusConfig {
     pub fn raft_config(&self) -> anyhow::Result<openraft::Config> {
         anyhow::ensure!(self.batches_in_flight >= 1, "engines.consensus: batches_in_flight must be at least 1");
         anyhow::ensure!(
+            self.snapshot_every_entries >= 1,
+            "engines.consensus: snapshot_every_entries must be at least 1 (a snapshot serializes the whole state)"
+        );
+        anyhow::ensure!(
             self.heartbeat_ms * 2 < self.election_timeout_min_ms,
             "engines.consensus: election_timeout_min_ms must exceed twice heartbeat_ms"
         );
@@ -638,6 +642,8 @@ mod tests {
         assert!(ConsensusConfig::default().raft_config().is_ok());
         let e = ConsensusConfig { batches_in_flight: 0, ..Default::default() }.raft_config().unwrap_err();
         assert!(e.to_string().contains("batches_in_flight"), "{e}");
+        let e = ConsensusConfig { snapshot_every_entries: 0, ..Default::default() }.raft_config().unwrap_err();
+        assert!(e.to_string().contains("snapshot_every_entries"), "{e}");
         let e = ConsensusConfig { heartbeat_ms: 300, ..Default::default() }.raft_config().unwrap_err();
         assert!(e.to_string().contains("election_timeout_min_ms"), "{e}");
     }
