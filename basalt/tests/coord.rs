@@ -516,3 +516,60 @@ async fn an_uncontended_lock_does_not_wait_for_the_followers_own_apply() {
     c.stall_disk(follower, false).await;
     cl.unlock(key).await.unwrap();
 }
+
+/// Writes forwarded by followers join the leader's own batch. With the leader's disk stalled
+/// its entries in flight cannot finish, so writes sent to all three members wait in the
+/// leader's one queue — the followers' forwarded ones too — and go out together once it
+/// catches up: every write is acknowledged once, each with its own revision, in a handful of
+/// Raft entries. Fails if the leader proposes forwarded batches on their own (they would never
+/// wait in its queue, and would take an entry each).
+#[tokio::test]
+async fn writes_forwarded_by_followers_share_the_leaders_entries() {
+    const EACH: usize = 20;
+    let c = Cluster::start(EXE, 3).await;
+    let leader = c.leader().await;
+    let leader_url = c.url(leader);
+    let mut clients = Vec::new();
+    for id in 1..=3 {
+        clients.push(connect(&etcd_addr(&c.url(id)).await).await);
+    }
+    let before = c.status(leader).await["last_log_index"].as_u64().unwrap();
+
+    c.stall_disk(leader, true).await;
+    let mut writes = tokio::task::JoinSet::new();
+    for (member, cl) in clients.iter().enumerate() {
+        for i in 0..EACH {
+            let mut cl = cl.clone();
+            writes.spawn(async move {
+                let key = format!("fwd/{member}/{i}");
+                cl.put(key.clone(), key, None).await.map(|r| r.header().unwrap().revision())
+            });
+        }
+    }
+    // Two proposals hold the leader's two slots (written, not yet on its disk). Everything else
+    // that reached the leader waits in its queue: its own writes and the two each follower
+    // proposed alone (each follower's other writes wait in that follower's queue). Without the
+    // followers' writes the leader's queue holds at most its own EACH - 2.
+    let want = (EACH + 2 * 2 - 2) as f64;
+    c.wait_for(&format!("{want} commands queued on the leader"), || {
+        let url = leader_url.clone();
+        async move { metric(&url, "basalt_consensus_batch_queued").await.is_some_and(|v| v >= want) }
+    })
+    .await;
+
+    c.stall_disk(leader, false).await;
+    let mut revisions = Vec::new();
+    while let Some(w) = writes.join_next().await {
+        revisions.push(w.unwrap().expect("every write is acknowledged"));
+    }
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(revisions.len(), 3 * EACH, "each write has its own revision");
+    let all = clients[0].get("fwd/", Some(GetOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(all.kvs().len(), 3 * EACH, "every write is applied once");
+
+    // Two held entries, one for the leader's queue, a few for what the followers queued
+    // meanwhile (5–6 in practice). An entry per forwarded batch makes it 9 or more.
+    let entries = c.status(leader).await["last_log_index"].as_u64().unwrap() - before;
+    assert!(entries <= 7, "{} writes took {entries} Raft entries", 3 * EACH);
+}

@@ -224,6 +224,10 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// Start `n` real nodes as one Raft cluster for a benchmark: node 1 bootstraps, the others join
 /// it, each node given `node_args(id)`; returns once all `n` are voters and a leader is known,
 /// with that leader's id.
+///
+/// The nodes share this machine's cores, so each gets its share of them as worker threads
+/// ([`shared_worker_threads`]) rather than one per core each, as `worker_threads` advises for
+/// nodes on one host; `node_args` can set it otherwise.
 pub async fn raft_cluster(
     exe: &Path,
     dir: &Path,
@@ -236,7 +240,9 @@ pub async fn raft_cluster(
             .arg("--node-id")
             .arg(id.to_string())
             .arg("--log-level")
-            .arg("warn");
+            .arg("warn")
+            .arg("--set")
+            .arg(format!("worker_threads={}", shared_worker_threads(n)));
         for a in node_args(id) {
             spec = spec.arg(a);
         }
@@ -259,6 +265,13 @@ pub async fn raft_cluster(
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "the {n}-node cluster did not form: {s}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Worker threads for each of `nodes` nodes sharing this machine: its cores split between them,
+/// at least one each.
+pub fn shared_worker_threads(nodes: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    (cores / nodes.max(1) as usize).max(1)
 }
 
 /// Start an `n`-member etcd cluster (Debian's `etcd-server`) for a benchmark's peer side, fsync

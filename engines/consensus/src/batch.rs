@@ -6,8 +6,17 @@
 //! [`Consensus::propose_batched`](crate::Consensus::propose_batched): commands that arrive while a
 //! batch is in flight go together as one entry of the reserved system [`BATCH`], applied in order
 //! (each with the entry's index) and answered one by one.
+//!
+//! **Batches forwarded to the leader are batched again there.** A follower sends its batch to the
+//! leader, which puts the commands in its own queue as one group: the leader's next entry carries
+//! its own clients' commands and every follower's, so the cluster makes one Raft entry (one
+//! append, one fsync on each node, one replication message) where it made one per node. A group
+//! is never split across entries, so its commands share one fate (committed together, or none of
+//! them), and a follower that is told "not the leader" can resend the whole of it.
 
 use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::gauge::Gauge;
 
 use tokio::sync::oneshot;
 
@@ -28,6 +37,8 @@ pub(crate) struct Batcher {
     pub(crate) state: Mutex<BatchState>,
     /// At most this many drivers (batches in flight) at once.
     in_flight: usize,
+    /// Commands waiting in the queue (the `batch_queued` metric).
+    queued: Gauge,
 }
 
 impl Default for Batcher {
@@ -38,35 +49,65 @@ impl Default for Batcher {
 
 #[derive(Default)]
 pub(crate) struct BatchState {
-    pub(crate) queue: Vec<(Command, Waiter)>,
+    pub(crate) queue: Vec<Queued>,
     /// Driver tasks running.
     pub(crate) drivers: usize,
 }
 
+/// A queued command and who waits for its reply.
+pub(crate) struct Queued {
+    cmd: Command,
+    waiter: Waiter,
+    /// Goes in the same entry as the next one (a group from [`Batcher::push_group`]).
+    joined: bool,
+}
+
 impl Batcher {
     pub(crate) fn new(in_flight: usize) -> Self {
-        Self { state: Mutex::default(), in_flight: in_flight.max(1) }
+        Self { state: Mutex::default(), in_flight: in_flight.max(1), queued: Gauge::default() }
     }
 
-    /// Queue a command; `true` if the caller should start a driver.
-    pub(crate) fn push(&self, cmd: Command, waiter: Waiter) -> bool {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.queue.push((cmd, waiter));
-        if st.drivers < self.in_flight {
-            st.drivers += 1;
-            true
-        } else {
-            false
+    /// The number of commands waiting in the queue, kept up to date (for the node's metrics).
+    pub(crate) fn queued(&self) -> Gauge {
+        self.queued.clone()
+    }
+
+    /// Queue a command, or hand it back to propose at once ([`Push::Alone`]).
+    pub(crate) fn push(&self, cmd: Command, waiter: Waiter) -> Push<Command> {
+        match self.push_group(vec![(cmd, waiter)]) {
+            Push::Alone(mut group) => match group.pop() {
+                Some((cmd, _waiter)) => Push::Alone(cmd),
+                None => Push::Queued,
+            },
+            Push::StartDriver => Push::StartDriver,
+            Push::Queued => Push::Queued,
         }
     }
 
-    /// For the proposer that was just told to start a driver: its own command back, if it is
-    /// the only one queued, to propose it itself (sparing a task hand-off when writes come one
-    /// at a time). The caller still holds the driver's slot and must [`release`](Self::release)
-    /// it afterwards.
-    pub(crate) fn take_lone(&self) -> Option<(Command, Waiter)> {
+    /// Queue commands that must go in one entry (a batch a follower forwarded), or hand them
+    /// back to propose at once ([`Push::Alone`]).
+    pub(crate) fn push_group(&self, group: Vec<(Command, Waiter)>) -> Push<Vec<(Command, Waiter)>> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.queue.len() == 1 { st.queue.pop() } else { None }
+        if st.drivers >= self.in_flight {
+            self.enqueue(&mut st, group);
+            return Push::Queued;
+        }
+        st.drivers += 1;
+        if st.queue.is_empty() {
+            return Push::Alone(group);
+        }
+        self.enqueue(&mut st, group);
+        Push::StartDriver
+    }
+
+    fn enqueue(&self, st: &mut BatchState, group: Vec<(Command, Waiter)>) {
+        let last = group.len().saturating_sub(1);
+        st.queue.extend(group.into_iter().enumerate().map(|(i, (cmd, waiter))| Queued {
+            cmd,
+            waiter,
+            joined: i < last,
+        }));
+        self.queued.set(st.queue.len() as i64);
     }
 
     /// Give up a driver's slot; `true` if commands were queued meanwhile, in which case the
@@ -81,20 +122,38 @@ impl Batcher {
         }
     }
 
-    /// The next batch, or `None` (and the driver stops) when the queue is empty.
+    /// The next batch, or `None` (and the driver stops) when the queue is empty. At most
+    /// [`BATCH_MAX`] commands, unless a group runs past it: a group is never split.
     pub(crate) fn next(&self) -> Option<Vec<(Command, Waiter)>> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.queue.is_empty() {
             st.drivers -= 1;
             return None;
         }
-        let n = st.queue.len().min(BATCH_MAX);
-        Some(st.queue.drain(..n).collect())
+        let mut n = st.queue.len().min(BATCH_MAX);
+        while n < st.queue.len() && st.queue[n - 1].joined {
+            n += 1;
+        }
+        let batch = st.queue.drain(..n).map(|q| (q.cmd, q.waiter)).collect();
+        self.queued.set(st.queue.len() as i64);
+        Some(batch)
     }
 }
 
-/// A driver's slot held by a proposer that sends its lone command itself
-/// ([`Batcher::take_lone`]). Dropping it — when the proposal ends, or when the caller drops the
+/// What became of a pushed command (or group).
+#[derive(Debug)]
+pub(crate) enum Push<T> {
+    /// Nothing was queued and a driver's slot was free: the caller holds that slot and proposes
+    /// this itself, sparing a task hand-off when writes come one at a time (its waiter is not
+    /// used). It must hold a [`LoneSlot`] meanwhile.
+    Alone(T),
+    /// Queued; the caller must start a driver (it holds the driver's slot).
+    StartDriver,
+    /// Queued behind the drivers running.
+    Queued,
+}
+
+/// A driver's slot held by a proposer that sends its lone command itself ([`Push::Alone`]). Dropping it — when the proposal ends, or when the caller drops the
 /// future midway — frees the slot, or, if commands queued meanwhile, keeps it and calls
 /// `restart` to start a driver for them.
 pub(crate) struct LoneSlot<'a, F: FnMut()> {
@@ -176,15 +235,30 @@ mod tests {
         assert!(matches!(rb.try_recv().unwrap(), Err(ConsensusError::Unknown(_))));
     }
 
+    /// 'a' alone, 's' start a driver, 'q' queued.
+    fn kind<T>(p: Push<T>) -> char {
+        match p {
+            Push::Alone(_) => 'a',
+            Push::StartDriver => 's',
+            Push::Queued => 'q',
+        }
+    }
+
+    fn push(b: &Batcher) -> char {
+        kind(b.push(cmd(), waiter().0))
+    }
+
     #[test]
     fn drivers_are_bounded_and_stop_when_the_queue_is_empty() {
         let b = Batcher::default();
-        let starts: Vec<bool> = (0..4).map(|_| b.push(cmd(), waiter().0)).collect();
-        assert_eq!(starts.iter().filter(|s| **s).count(), IN_FLIGHT.min(4));
-        assert_eq!(b.next().map(|v| v.len()), Some(4));
+        let kinds: String = (0..5).map(|_| push(&b)).collect();
+        assert_eq!(kinds, "aaqqq", "each into an empty queue while a slot is free, then queued");
+        assert!(b.release(), "commands queued meanwhile: a lone proposer's slot passes to a driver");
+        assert_eq!(b.next().map(|v| v.len()), Some(3));
         assert!(b.next().is_none());
-        assert!(b.next().is_none());
-        assert!(b.push(cmd(), waiter().0), "a stopped driver is replaced");
+        assert_eq!(b.state.lock().unwrap().drivers, 1, "the other lone proposer still holds its slot");
+        assert!(!b.release(), "nothing queued: the slot is freed");
+        assert_eq!(push(&b), 'a', "a stopped driver is replaced");
     }
 
     #[tokio::test]
@@ -192,8 +266,8 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let restarts = AtomicUsize::new(0);
         let b = Batcher::default();
-        // The caller takes its lone command and proposes it holding the slot; its future is
-        // dropped while the proposal is out (the client went away).
+        // The caller proposes its lone command holding the slot; its future is dropped while
+        // the proposal is out (the client went away).
         let dropped_midway = || async {
             let proposing = async {
                 let _slot = LoneSlot::new(&b, || {
@@ -203,16 +277,14 @@ mod tests {
             };
             tokio::select! { biased; _ = proposing => unreachable!(), _ = std::future::ready(()) => {} }
         };
-        assert!(b.push(cmd(), waiter().0));
-        assert!(b.take_lone().is_some());
+        assert_eq!(push(&b), 'a');
         dropped_midway().await;
         assert_eq!((b.state.lock().unwrap().drivers, restarts.load(Ordering::SeqCst)), (0, 0), "slot freed");
 
         // Commands queued while it was out: the slot is kept and a driver started for them.
-        assert!(b.push(cmd(), waiter().0));
-        assert!(b.take_lone().is_some());
-        assert!(b.push(cmd(), waiter().0), "a second driver starts");
-        assert!(!b.push(cmd(), waiter().0), "queued behind both");
+        assert_eq!(push(&b), 'a');
+        assert_eq!(push(&b), 'a', "a second lone proposal takes the second slot");
+        assert_eq!(push(&b), 'q', "queued behind both");
         dropped_midway().await;
         assert_eq!((b.state.lock().unwrap().drivers, restarts.load(Ordering::SeqCst)), (IN_FLIGHT, 1));
     }
@@ -220,31 +292,85 @@ mod tests {
     #[test]
     fn the_number_of_drivers_follows_the_setting() {
         let b = Batcher::new(3);
-        assert_eq!((0..5).filter(|_| b.push(cmd(), waiter().0)).count(), 3);
+        assert_eq!((0..5).map(|_| push(&b)).collect::<String>(), "aaaqq");
         let b = Batcher::new(0);
-        assert_eq!((0..5).filter(|_| b.push(cmd(), waiter().0)).count(), 1, "never fewer than one");
+        assert_eq!((0..5).map(|_| push(&b)).collect::<String>(), "aqqqq", "never fewer than one");
     }
 
     #[test]
-    fn a_lone_proposal_is_taken_back_and_its_slot_passes_to_what_queued_meanwhile() {
+    fn a_command_is_handed_back_only_into_an_empty_queue() {
+        // Handing back and taking the slot happen under one lock: a proposer can never be
+        // handed a command another proposer queued (and answer its caller with that reply).
         let b = Batcher::default();
-        assert!(b.push(cmd(), waiter().0));
-        assert!(b.take_lone().is_some(), "the only command queued is handed back");
-        assert!(b.push(cmd(), waiter().0), "a second driver starts while the lone one is out");
-        assert!(!b.push(cmd(), waiter().0), "both slots busy: the command waits in the queue");
-        assert!(b.release(), "commands queued meanwhile: the slot is kept for a new driver");
-        assert_eq!(b.state.lock().unwrap().drivers, IN_FLIGHT);
+        assert_eq!(push(&b), 'a');
+        assert_eq!(push(&b), 'a');
+        assert_eq!(push(&b), 'q', "both slots busy");
+        assert!(b.release(), "commands queued meanwhile: the lone proposer's slot is kept for a new driver");
+        assert!(matches!(b.push_group(vec![(cmd(), waiter().0), (cmd(), waiter().0)]), Push::Queued));
+        assert_eq!(b.next().map(|v| v.len()), Some(3), "what queued goes to the driver, not to a proposer");
+        assert!(!b.release());
+        assert_eq!(b.state.lock().unwrap().drivers, 1);
+        assert_eq!(push(&b), 'a', "an empty queue and a free slot: handed back");
+    }
 
-        let b = Batcher::default();
-        assert!(b.push(cmd(), waiter().0));
-        assert!(b.push(cmd(), waiter().0));
-        assert!(b.take_lone().is_none(), "two queued commands go as a batch");
-        assert_eq!(b.next().map(|v| v.len()), Some(2));
+    fn numbered(ids: std::ops::Range<u32>) -> Vec<(Command, Waiter)> {
+        ids.map(|i| (Command { system: "s".into(), payload: i.to_be_bytes().to_vec() }, waiter().0)).collect()
+    }
 
-        let b = Batcher::default();
-        assert!(b.push(cmd(), waiter().0));
-        assert!(b.take_lone().is_some());
-        assert!(!b.release(), "nothing queued: the slot is freed");
-        assert_eq!(b.state.lock().unwrap().drivers, 0);
+    fn ids(batch: &[(Command, Waiter)]) -> Vec<u32> {
+        batch.iter().map(|(c, _)| u32::from_be_bytes(c.payload[..4].try_into().unwrap())).collect()
+    }
+
+    #[test]
+    fn a_forwarded_group_is_never_split_across_entries() {
+        let b = Batcher::new(1);
+        assert!(matches!(b.push_group(numbered(0..3)), Push::Alone(g) if g.len() == 3));
+        let max = BATCH_MAX as u32;
+        assert!(matches!(b.push_group(numbered(0..max - 2)), Push::Queued));
+        assert!(matches!(b.push_group(numbered(max - 2..max + 3)), Push::Queued));
+        assert!(matches!(b.push_group(numbered(max + 3..max + 5)), Push::Queued));
+        let first = b.next().unwrap();
+        assert_eq!(ids(&first), (0..max + 3).collect::<Vec<_>>(), "the group crossing BATCH_MAX goes whole");
+        assert_eq!(ids(&b.next().unwrap()), vec![max + 3, max + 4]);
+    }
+
+    proptest::proptest! {
+        /// Whatever is pushed, alone or in groups, comes out once each, in order, no group split,
+        /// and no batch past BATCH_MAX unless one group carries it past.
+        #[test]
+        fn batches_keep_order_and_groups(groups in proptest::collection::vec(1usize..300, 1..12), in_flight in 1usize..4) {
+            let b = Batcher::new(in_flight);
+            let mut out: Vec<Vec<u32>> = Vec::new();
+            let mut next_id = 0u32;
+            let mut bounds = Vec::new();
+            for g in &groups {
+                let ids_in = next_id..next_id + *g as u32;
+                next_id += *g as u32;
+                bounds.push(ids_in.clone());
+                match b.push_group(numbered(ids_in)) {
+                    Push::Alone(group) => {
+                        out.push(ids(&group));
+                        b.release();
+                    }
+                    Push::StartDriver | Push::Queued => {}
+                }
+            }
+            while !b.state.lock().unwrap().queue.is_empty() {
+                out.push(ids(&b.next().unwrap()));
+            }
+            let flat: Vec<u32> = out.iter().flatten().copied().collect();
+            proptest::prop_assert_eq!(flat, (0..next_id).collect::<Vec<_>>());
+            for r in &bounds {
+                proptest::prop_assert!(out.iter().any(|batch| batch.contains(&r.start) && batch.contains(&(r.end - 1))));
+            }
+            for batch in &out {
+                let (first, last) = (batch[0], batch[batch.len() - 1]);
+                let group = bounds.iter().find(|r| r.contains(&last)).unwrap();
+                proptest::prop_assert_eq!(group.end - 1, last, "a batch ends where a group does");
+                if batch.len() > BATCH_MAX {
+                    proptest::prop_assert!(group.start < first + BATCH_MAX as u32, "only a group crossing BATCH_MAX carries a batch past it");
+                }
+            }
+        }
     }
 }

@@ -16,6 +16,7 @@ use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
+use crate::batch::{BATCH, LoneSlot, Push, Waiter, answer};
 use crate::state_machine::{Applied, SmStore, StateMachine};
 use crate::types::{Command, Member, NodeId, Raft, Reply};
 
@@ -187,7 +188,7 @@ pub(crate) struct Inner {
     /// Read-index rounds this node runs as leader (for itself and for followers).
     local_reads: Arc<crate::rounds::Rounds>,
     /// Commands waiting to go to the log together (`propose_batched`).
-    batcher: crate::batch::Shared,
+    pub(crate) batcher: crate::batch::Shared,
 }
 
 /// The engine handle systems get through `ctx.engine::<Consensus>()`.
@@ -298,22 +299,36 @@ impl Consensus {
     }
 
     /// Like [`propose`](Self::propose), but the command may share a Raft entry (and so its log
-    /// index) with others proposed meanwhile on this node: for state machines that do not use
-    /// the index as a per-command identity. Much higher write throughput under load.
+    /// index) with others proposed meanwhile on this node — and, through the leader, on every
+    /// node: for state machines that do not use the index as a per-command identity. Much
+    /// higher write throughput under load.
     pub async fn propose_batched(&self, system: &str, payload: Vec<u8>) -> Result<Vec<u8>, ConsensusError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.inner.batcher.push(Command { system: system.to_string(), payload }, tx) {
-            if let Some((cmd, _unused)) = self.inner.batcher.take_lone() {
-                // Alone in the queue: proposed from this task, sparing the hand-off to a driver
-                // (a write at a time is latency-bound). The slot is released, or passed to a
-                // new driver for what queued meanwhile, however this ends — even if the caller
-                // drops this future.
-                let _slot = crate::batch::LoneSlot::new(&self.inner.batcher, || self.spawn_driver());
-                return self.propose(&cmd.system, cmd.payload).await;
+        match self.inner.batcher.push(Command { system: system.to_string(), payload }, tx) {
+            Push::Alone(cmd) => {
+                // Alone: proposed from this task, sparing the hand-off to a driver (a write at a
+                // time is latency-bound). The slot is released, or passed to a new driver for
+                // what queued meanwhile, however this ends — even if the caller drops this
+                // future.
+                let _slot = LoneSlot::new(&self.inner.batcher, || self.spawn_driver());
+                if self.leads() {
+                    return self.propose(&cmd.system, cmd.payload).await;
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.propose_queued(vec![(cmd, tx)]).await;
+                rx.await.map_err(|_| ConsensusError::NotRunning)?
             }
-            self.spawn_driver();
+            Push::StartDriver => {
+                self.spawn_driver();
+                rx.await.map_err(|_| ConsensusError::NotRunning)?
+            }
+            Push::Queued => rx.await.map_err(|_| ConsensusError::NotRunning)?,
         }
-        rx.await.map_err(|_| ConsensusError::NotRunning)?
+    }
+
+    /// Whether this node is the leader, as far as it knows.
+    fn leads(&self) -> bool {
+        self.leader().is_some_and(|(id, _)| id == self.node_id())
     }
 
     /// A task that proposes queued commands, a batch at a time, until the queue is empty.
@@ -322,20 +337,73 @@ impl Consensus {
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         rt.spawn(async move {
             while let Some(batch) = me.inner.batcher.next() {
-                if batch.len() == 1 {
-                    let Some((cmd, waiter)) = batch.into_iter().next() else { continue };
-                    let r = me.propose(&cmd.system, cmd.payload).await;
-                    let _ = waiter.send(r);
-                    continue;
-                }
-                let cmds: Vec<&Command> = batch.iter().map(|(c, _)| c).collect();
-                let result = match postcard::to_allocvec(&cmds) {
-                    Ok(bytes) => me.propose(crate::batch::BATCH, bytes).await,
-                    Err(e) => Err(ConsensusError::Unknown(e.to_string())),
-                };
-                crate::batch::answer(batch, result);
+                me.propose_queued(batch).await;
             }
         });
+    }
+
+    /// Propose queued commands as one entry and answer each. On the leader a single command
+    /// goes as itself; anything else goes as a batch entry — from a follower even a single
+    /// command, so the leader can add it to its own next batch ([`Consensus::write_forwarded`]).
+    async fn propose_queued(&self, mut batch: Vec<(Command, Waiter)>) {
+        if batch.len() == 1
+            && self.leads()
+            && let Some((cmd, waiter)) = batch.pop()
+        {
+            let _ = waiter.send(self.propose(&cmd.system, cmd.payload).await);
+            return;
+        }
+        let cmds: Vec<&Command> = batch.iter().map(|(c, _)| c).collect();
+        let result = match postcard::to_allocvec(&cmds) {
+            Ok(bytes) => self.propose(BATCH, bytes).await,
+            Err(e) => Err(ConsensusError::Unknown(e.to_string())),
+        };
+        answer(batch, result);
+    }
+
+    /// A write a follower forwarded to this node. A batch joins this node's own queue as one
+    /// group (never split, so its commands share one fate) when this node leads, and shares an
+    /// entry with whatever else is proposed meanwhile; anything else is proposed as it came.
+    pub(crate) async fn write_forwarded(
+        &self,
+        cmd: Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, ConsensusError> {
+        if cmd.system != BATCH || !self.leads() {
+            return self.write_local(cmd, deadline).await;
+        }
+        let Ok(cmds) = postcard::from_bytes::<Vec<Command>>(&cmd.payload) else {
+            return self.write_local(cmd, deadline).await;
+        };
+        let mut replies = Vec::with_capacity(cmds.len());
+        let group: Vec<(Command, Waiter)> = cmds
+            .into_iter()
+            .map(|c| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                replies.push(rx);
+                (c, tx)
+            })
+            .collect();
+        match self.inner.batcher.push_group(group) {
+            Push::Alone(group) => {
+                let _slot = LoneSlot::new(&self.inner.batcher, || self.spawn_driver());
+                let cmds: Vec<&Command> = group.iter().map(|(c, _)| c).collect();
+                let bytes = postcard::to_allocvec(&cmds).map_err(|e| ConsensusError::Unknown(e.to_string()))?;
+                return self.write_local(Command { system: BATCH.to_string(), payload: bytes }, deadline).await;
+            }
+            Push::StartDriver => self.spawn_driver(),
+            Push::Queued => {}
+        }
+        // One fate for the group: every reply, or the first error (which all of them share).
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            out.push(match rx.await.map_err(|_| ConsensusError::NotRunning)? {
+                Ok(d) => Reply::Data(d),
+                Err(ConsensusError::NoSuchSystem(s)) => Reply::NoSuchSystem(s),
+                Err(e) => return Err(e),
+            });
+        }
+        postcard::to_allocvec(&out).map_err(|e| ConsensusError::Unknown(e.to_string()))
     }
 
     pub(crate) async fn write_local(

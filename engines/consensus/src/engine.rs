@@ -38,6 +38,11 @@ impl Engine for ConsensusEngine {
         let sm = SmStore::new(ctx.store.namespace("raft_sm")?, log.durability());
         self.log = Some(log);
         let c = Consensus::new(ctx.identity.clone(), config, sm, ctx.transport.clone());
+        ctx.metrics.register(
+            "batch_queued",
+            "Commands waiting in this node's batch queue for a Raft entry (on the leader, with those followers forwarded)",
+            c.inner.batcher.queued(),
+        );
         ctx.extensions.insert(Arc::new(c.clone()));
         self.handle = Some(c);
         Ok(())

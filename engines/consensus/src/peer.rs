@@ -56,7 +56,7 @@ pub fn routes(c: Consensus) -> Router {
             post(|State(c): State<Consensus>, Wire(cmd): Wire<Command>| async move {
                 let deadline =
                     tokio::time::Instant::now() + std::time::Duration::from_millis(c.inner.config.request_timeout_ms);
-                Wire(c.write_local(cmd, deadline).await.map_err(WireError::from))
+                Wire(c.write_forwarded(cmd, deadline).await.map_err(WireError::from))
             }),
         )
         .route(
