@@ -385,11 +385,10 @@ impl Consensus {
             })
             .collect();
         match self.inner.batcher.push_group(group) {
-            Push::Alone(group) => {
+            Push::Alone(_group) => {
+                // Nothing else queued: the batch goes as it came, from this task.
                 let _slot = LoneSlot::new(&self.inner.batcher, || self.spawn_driver());
-                let cmds: Vec<&Command> = group.iter().map(|(c, _)| c).collect();
-                let bytes = postcard::to_allocvec(&cmds).map_err(|e| ConsensusError::Unknown(e.to_string()))?;
-                return self.write_local(Command { system: BATCH.to_string(), payload: bytes }, deadline).await;
+                return self.write_local(cmd, deadline).await;
             }
             Push::StartDriver => self.spawn_driver(),
             Push::Queued => {}
