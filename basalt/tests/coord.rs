@@ -546,11 +546,12 @@ async fn writes_forwarded_by_followers_share_the_leaders_entries() {
             });
         }
     }
-    // Two proposals hold the leader's two slots (written, not yet on its disk). Everything else
-    // that reached the leader waits in its queue: its own writes and the two each follower
-    // proposed alone (each follower's other writes wait in that follower's queue). Without the
-    // followers' writes the leader's queue holds at most its own EACH - 2.
-    let want = (EACH + 2 * 2 - 2) as f64;
+    // One proposal holds the leader's one batch slot (written, not yet on its disk), and one
+    // each follower's (forwarded as a batch of one). Everything else that reached the leader
+    // waits in its queue: its own writes and what the followers forwarded (each follower's
+    // other writes wait in that follower's queue). Without the followers' writes the leader's
+    // queue holds at most its own EACH.
+    let want = (EACH + 1) as f64;
     c.wait_for(&format!("{want} commands queued on the leader"), || {
         let url = leader_url.clone();
         async move { metric(&url, "basalt_consensus_batch_queued").await.is_some_and(|v| v >= want) }
@@ -568,8 +569,8 @@ async fn writes_forwarded_by_followers_share_the_leaders_entries() {
     let all = clients[0].get("fwd/", Some(GetOptions::new().with_prefix())).await.unwrap();
     assert_eq!(all.kvs().len(), 3 * EACH, "every write is applied once");
 
-    // Two held entries, one for the leader's queue, a few for what the followers queued
-    // meanwhile (5–6 in practice). An entry per forwarded batch makes it 9 or more.
+    // The held entry, one for the leader's queue, a few for what the followers queued
+    // meanwhile: a handful of entries for all of them, not one per write or per forward.
     let entries = c.status(leader).await["last_log_index"].as_u64().unwrap() - before;
-    assert!(entries <= 7, "{} writes took {entries} Raft entries", 3 * EACH);
+    assert!(entries <= 8, "{} writes took {entries} Raft entries", 3 * EACH);
 }
