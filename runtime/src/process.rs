@@ -226,7 +226,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// with that leader's id.
 ///
 /// The nodes share this machine's cores, so each gets its share of them as worker threads
-/// ([`shared_worker_threads`]) rather than one per core each, as `worker_threads` advises for
+/// (`shared_worker_threads`) rather than one per core each, as `worker_threads` advises for
 /// nodes on one host; `node_args` can set it otherwise.
 pub async fn raft_cluster(
     exe: &Path,
@@ -269,7 +269,7 @@ pub async fn raft_cluster(
 
 /// Worker threads for each of `nodes` nodes sharing this machine: its cores split between them,
 /// at least one each.
-pub fn shared_worker_threads(nodes: u64) -> usize {
+fn shared_worker_threads(nodes: u64) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     (cores / nodes.max(1) as usize).max(1)
 }

@@ -56,6 +56,18 @@ pub(crate) struct Queued {
     waiter: Waiter,
     /// Goes in the same entry as the next one (a group from [`Batcher::push_group`]).
     joined: bool,
+    /// A follower forwarded it (see [`Batch::forwarded`]).
+    forwarded: bool,
+}
+
+/// The commands of one entry, in order.
+pub(crate) struct Batch {
+    pub(crate) items: Vec<(Command, Waiter)>,
+    /// Which of them a follower forwarded. Those are proposed on this node only, never
+    /// forwarded on: if it no longer leads they are answered "not the leader" and their
+    /// follower resends them, rather than their coming back to a follower whose own batch slot
+    /// waits for them.
+    pub(crate) forwarded: Vec<bool>,
 }
 
 impl Batcher {
@@ -68,11 +80,11 @@ impl Batcher {
         self.queued.clone()
     }
 
-    /// Queue a command, or hand it back to propose at once ([`Push::Alone`]).
-    pub(crate) fn push(&self, cmd: Command, waiter: Waiter) -> Push<Command> {
-        match self.push_group(vec![(cmd, waiter)]) {
+    /// Queue a command of this node's, or hand it back to propose at once ([`Push::Alone`]).
+    pub(crate) fn push(&self, cmd: Command, waiter: Waiter) -> Push<(Command, Waiter)> {
+        match self.push_group(vec![(cmd, waiter)], false) {
             Push::Alone(mut group) => match group.pop() {
-                Some((cmd, _waiter)) => Push::Alone(cmd),
+                Some(item) => Push::Alone(item),
                 None => Push::Queued,
             },
             Push::StartDriver => Push::StartDriver,
@@ -80,28 +92,29 @@ impl Batcher {
         }
     }
 
-    /// Queue commands that must go in one entry (a batch a follower forwarded), or hand them
-    /// back to propose at once ([`Push::Alone`]).
-    pub(crate) fn push_group(&self, group: Vec<(Command, Waiter)>) -> Push<Vec<(Command, Waiter)>> {
+    /// Queue commands that must go in one entry (`forwarded`: a batch a follower forwarded),
+    /// or hand them back to propose at once ([`Push::Alone`]).
+    pub(crate) fn push_group(&self, group: Vec<(Command, Waiter)>, forwarded: bool) -> Push<Vec<(Command, Waiter)>> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.drivers >= self.in_flight {
-            self.enqueue(&mut st, group);
+            self.enqueue(&mut st, group, forwarded);
             return Push::Queued;
         }
         st.drivers += 1;
         if st.queue.is_empty() {
             return Push::Alone(group);
         }
-        self.enqueue(&mut st, group);
+        self.enqueue(&mut st, group, forwarded);
         Push::StartDriver
     }
 
-    fn enqueue(&self, st: &mut BatchState, group: Vec<(Command, Waiter)>) {
+    fn enqueue(&self, st: &mut BatchState, group: Vec<(Command, Waiter)>, forwarded: bool) {
         let last = group.len().saturating_sub(1);
         st.queue.extend(group.into_iter().enumerate().map(|(i, (cmd, waiter))| Queued {
             cmd,
             waiter,
             joined: i < last,
+            forwarded,
         }));
         self.queued.set(st.queue.len() as i64);
     }
@@ -120,7 +133,7 @@ impl Batcher {
 
     /// The next batch, or `None` (and the driver stops) when the queue is empty. At most
     /// [`BATCH_MAX`] commands, unless a group runs past it: a group is never split.
-    pub(crate) fn next(&self) -> Option<Vec<(Command, Waiter)>> {
+    pub(crate) fn next(&self) -> Option<Batch> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.queue.is_empty() {
             st.drivers -= 1;
@@ -130,9 +143,9 @@ impl Batcher {
         while n < st.queue.len() && st.queue[n - 1].joined {
             n += 1;
         }
-        let batch = st.queue.drain(..n).map(|q| (q.cmd, q.waiter)).collect();
+        let (items, forwarded) = st.queue.drain(..n).map(|q| ((q.cmd, q.waiter), q.forwarded)).unzip();
         self.queued.set(st.queue.len() as i64);
-        Some(batch)
+        Some(Batch { items, forwarded })
     }
 }
 
@@ -149,9 +162,10 @@ pub(crate) enum Push<T> {
     Queued,
 }
 
-/// A driver's slot held by a proposer that sends its lone command itself ([`Push::Alone`]). Dropping it — when the proposal ends, or when the caller drops the
-/// future midway — frees the slot, or, if commands queued meanwhile, keeps it and calls
-/// `restart` to start a driver for them.
+/// A driver's slot held by a proposer that sends its lone command itself ([`Push::Alone`]).
+/// Dropping it — when the proposal ends, or when the caller drops the future midway — frees the
+/// slot, or, if commands queued meanwhile, keeps it and calls `restart` to start a driver for
+/// them.
 pub(crate) struct LoneSlot<'a, F: FnMut()> {
     batcher: &'a Batcher,
     restart: F,
@@ -250,7 +264,7 @@ mod tests {
         let kinds: String = (0..5).map(|_| push(&b)).collect();
         assert_eq!(kinds, "aaqqq", "each into an empty queue while a slot is free, then queued");
         assert!(b.release(), "commands queued meanwhile: a lone proposer's slot passes to a driver");
-        assert_eq!(b.next().map(|v| v.len()), Some(3));
+        assert_eq!(b.next().map(|v| v.items.len()), Some(3));
         assert!(b.next().is_none());
         assert_eq!(b.state.lock().unwrap().drivers, 1, "the other lone proposer still holds its slot");
         assert!(!b.release(), "nothing queued: the slot is freed");
@@ -302,8 +316,10 @@ mod tests {
         assert_eq!(push(&b), 'a');
         assert_eq!(push(&b), 'q', "both slots busy");
         assert!(b.release(), "commands queued meanwhile: the lone proposer's slot is kept for a new driver");
-        assert!(matches!(b.push_group(vec![(cmd(), waiter().0), (cmd(), waiter().0)]), Push::Queued));
-        assert_eq!(b.next().map(|v| v.len()), Some(3), "what queued goes to the driver, not to a proposer");
+        assert!(matches!(b.push_group(vec![(cmd(), waiter().0), (cmd(), waiter().0)], true), Push::Queued));
+        let batch = b.next().unwrap();
+        assert_eq!(batch.items.len(), 3, "what queued goes to the driver, not to a proposer");
+        assert_eq!(batch.forwarded, [false, true, true], "the forwarded group is marked as such");
         assert!(!b.release());
         assert_eq!(b.state.lock().unwrap().drivers, 1);
         assert_eq!(push(&b), 'a', "an empty queue and a free slot: handed back");
@@ -320,14 +336,14 @@ mod tests {
     #[test]
     fn a_forwarded_group_is_never_split_across_entries() {
         let b = Batcher::new(1);
-        assert!(matches!(b.push_group(numbered(0..3)), Push::Alone(g) if g.len() == 3));
+        assert!(matches!(b.push_group(numbered(0..3), true), Push::Alone(g) if g.len() == 3));
         let max = BATCH_MAX as u32;
-        assert!(matches!(b.push_group(numbered(0..max - 2)), Push::Queued));
-        assert!(matches!(b.push_group(numbered(max - 2..max + 3)), Push::Queued));
-        assert!(matches!(b.push_group(numbered(max + 3..max + 5)), Push::Queued));
-        let first = b.next().unwrap();
+        assert!(matches!(b.push_group(numbered(0..max - 2), true), Push::Queued));
+        assert!(matches!(b.push_group(numbered(max - 2..max + 3), true), Push::Queued));
+        assert!(matches!(b.push_group(numbered(max + 3..max + 5), true), Push::Queued));
+        let first = b.next().unwrap().items;
         assert_eq!(ids(&first), (0..max + 3).collect::<Vec<_>>(), "the group crossing BATCH_MAX goes whole");
-        assert_eq!(ids(&b.next().unwrap()), vec![max + 3, max + 4]);
+        assert_eq!(ids(&b.next().unwrap().items), vec![max + 3, max + 4]);
     }
 
     proptest::proptest! {
@@ -343,7 +359,7 @@ mod tests {
                 let ids_in = next_id..next_id + *g as u32;
                 next_id += *g as u32;
                 bounds.push(ids_in.clone());
-                match b.push_group(numbered(ids_in)) {
+                match b.push_group(numbered(ids_in), true) {
                     Push::Alone(group) => {
                         out.push(ids(&group));
                         b.release();
@@ -352,7 +368,7 @@ mod tests {
                 }
             }
             while !b.state.lock().unwrap().queue.is_empty() {
-                out.push(ids(&b.next().unwrap()));
+                out.push(ids(&b.next().unwrap().items));
             }
             let flat: Vec<u32> = out.iter().flatten().copied().collect();
             proptest::prop_assert_eq!(flat, (0..next_id).collect::<Vec<_>>());

@@ -16,7 +16,7 @@ use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use crate::batch::{BATCH, LoneSlot, Push, Waiter, answer};
+use crate::batch::{BATCH, Batch, LoneSlot, Push, Waiter, answer};
 use crate::state_machine::{Applied, SmStore, StateMachine};
 use crate::types::{Command, Member, NodeId, Raft, Reply};
 
@@ -305,7 +305,7 @@ impl Consensus {
     pub async fn propose_batched(&self, system: &str, payload: Vec<u8>) -> Result<Vec<u8>, ConsensusError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         match self.inner.batcher.push(Command { system: system.to_string(), payload }, tx) {
-            Push::Alone(cmd) => {
+            Push::Alone((cmd, waiter)) => {
                 // Alone: proposed from this task, sparing the hand-off to a driver (a write at a
                 // time is latency-bound). The slot is released, or passed to a new driver for
                 // what queued meanwhile, however this ends — even if the caller drops this
@@ -314,8 +314,7 @@ impl Consensus {
                 if self.leads() {
                     return self.propose(&cmd.system, cmd.payload).await;
                 }
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                self.propose_queued(vec![(cmd, tx)]).await;
+                self.propose_own(vec![(cmd, waiter)]).await;
                 rx.await.map_err(|_| ConsensusError::NotRunning)?
             }
             Push::StartDriver => {
@@ -328,7 +327,7 @@ impl Consensus {
 
     /// Whether this node is the leader, as far as it knows.
     fn leads(&self) -> bool {
-        self.leader().is_some_and(|(id, _)| id == self.node_id())
+        self.inner.raft.get().is_some_and(|r| r.metrics().borrow().current_leader == Some(self.node_id()))
     }
 
     /// A task that proposes queued commands, a batch at a time, until the queue is empty.
@@ -342,10 +341,40 @@ impl Consensus {
         });
     }
 
-    /// Propose queued commands as one entry and answer each. On the leader a single command
-    /// goes as itself; anything else goes as a batch entry — from a follower even a single
-    /// command, so the leader can add it to its own next batch ([`Consensus::write_forwarded`]).
-    async fn propose_queued(&self, mut batch: Vec<(Command, Waiter)>) {
+    /// Propose a batch from the queue as one entry and answer each command. One that holds
+    /// commands a follower forwarded is proposed here only: if this node no longer leads,
+    /// those are answered "not the leader" (their follower resends them to the new leader —
+    /// nothing was written) and this node's own are proposed again the usual way. Forwarding
+    /// them on could send them back to that follower, whose batch slot is held by the forward
+    /// waiting for them.
+    async fn propose_queued(&self, batch: Batch) {
+        if !batch.forwarded.contains(&true) {
+            return self.propose_own(batch.items).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let cmds: Vec<&Command> = batch.items.iter().map(|(c, _)| c).collect();
+        let result = match postcard::to_allocvec(&cmds) {
+            Ok(payload) => self.write_local(Command { system: BATCH.to_string(), payload }, deadline).await,
+            Err(e) => Err(ConsensusError::Unknown(e.to_string())),
+        };
+        if !matches!(result, Err(ConsensusError::NoLeader { .. })) {
+            return answer(batch.items, result);
+        }
+        let (mut own, mut forwarded) = (Vec::new(), Vec::new());
+        for (item, f) in batch.items.into_iter().zip(batch.forwarded) {
+            if f { forwarded.push(item) } else { own.push(item) }
+        }
+        answer(forwarded, result);
+        if !own.is_empty() {
+            self.propose_own(own).await;
+        }
+    }
+
+    /// Propose this node's own commands as one entry and answer each. On the leader a single
+    /// command goes as itself; anything else goes as a batch entry — from a follower even a
+    /// single command, so the leader can add it to its own next batch
+    /// ([`Consensus::write_forwarded`]).
+    async fn propose_own(&self, mut batch: Vec<(Command, Waiter)>) {
         if batch.len() == 1
             && self.leads()
             && let Some((cmd, waiter)) = batch.pop()
@@ -384,7 +413,7 @@ impl Consensus {
                 (c, tx)
             })
             .collect();
-        match self.inner.batcher.push_group(group) {
+        match self.inner.batcher.push_group(group, true) {
             Push::Alone(_group) => {
                 // Nothing else queued: the batch goes as it came, from this task.
                 let _slot = LoneSlot::new(&self.inner.batcher, || self.spawn_driver());
