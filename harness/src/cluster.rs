@@ -39,18 +39,43 @@ pub const RING_ONLY_ARGS: [&str; 12] = [
 ];
 
 /// A listening port for a node. Ports come from below Linux's ephemeral range (32768+), so no
-/// outgoing connection can take a killed node's port before it restarts; each test process
-/// uses its own window of 200 ports (by pid), and each port is probed before use.
+/// outgoing connection can take a killed node's port before it restarts.
+///
+/// Test processes run in parallel and each hands out ports before its nodes bind them, so a
+/// probe alone races: two processes can probe the same free port and both pass it on. Each port
+/// is therefore claimed with an exclusive lock on a file named after it (in the temp dir), held
+/// for the life of the test process and dropped by the kernel when it exits, however it exits;
+/// a claimed port is also probed, for listeners that are not ours.
 fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let window = 10_000 + (std::process::id() % 50) as u16 * 200;
-    loop {
-        let port = window + NEXT.fetch_add(1, Ordering::Relaxed) % 200;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("basalt-harness-ports");
+    std::fs::create_dir_all(&dir).expect("the port lock dir can be made");
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    let candidates = std::iter::repeat_with(|| (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16);
+    let (port, lock) = claim_port(&dir, candidates.take(SPAN as usize)).expect("a free port below 32000");
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
+    port
+}
+
+/// The first of `candidates` whose lock file in `dir` this process could lock and which no one
+/// listens on, with the locked file (the claim lasts as long as it is open).
+fn claim_port(dir: &std::path::Path, candidates: impl Iterator<Item = u16>) -> Option<(u16, std::fs::File)> {
+    for port in candidates {
+        let opened =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(port.to_string()));
+        if let Ok(file) = opened
+            && file.try_lock().is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return Some((port, file));
         }
     }
+    None
 }
 
 impl Cluster {
@@ -327,5 +352,24 @@ impl Cluster {
                     .await;
             assert_eq!(s, 200, "{b}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim_port;
+
+    #[test]
+    fn a_port_claimed_elsewhere_or_listened_on_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = listener.local_addr().unwrap().port();
+        let (first, held) = claim_port(dir.path(), 20_000..30_000).unwrap();
+        // Another claimant (a separate open file, as another process has) cannot take it.
+        assert_ne!(claim_port(dir.path(), [first].into_iter()).map(|c| c.0), Some(first));
+        let (next, _held2) = claim_port(dir.path(), [first, busy].into_iter().chain(first + 1..30_000)).unwrap();
+        assert!(next != first && next != busy, "skipped the claimed {first} and the listened-on {busy}: {next}");
+        drop(held);
+        assert_eq!(claim_port(dir.path(), [first].into_iter()).map(|c| c.0), Some(first), "a released claim is free");
     }
 }
