@@ -47,6 +47,8 @@ pub struct Store {
 
 struct Inner {
     db: Database,
+    /// fjall's active journal file, fsynced outside fjall's journal lock.
+    journal: ActiveJournal,
     path: PathBuf,
     policy: FsyncPolicy,
     /// Bumped by every writer that wants its writes durable.
@@ -67,8 +69,19 @@ impl Inner {
     }
 
     /// fjall's journal, then every memlog file.
+    ///
+    /// `SyncData` (every group commit) hands fjall's buffer to the OS under fjall's journal lock
+    /// and runs `fdatasync` after that lock is released, on the active journal file. fjall's own
+    /// `SyncData` holds the lock through the `fdatasync`, and every write to any namespace
+    /// waits on that lock: a node's worker thread stood still for each fsync (0.1–0.5 ms).
     fn persist(&self, mode: PersistMode) -> Result<(), StorageError> {
-        self.db.persist(mode)?;
+        match mode {
+            PersistMode::SyncData => {
+                self.db.persist(PersistMode::Buffer)?;
+                self.journal.sync_data().map_err(|e| StorageError::Log(format!("fsync of fjall's journal: {e}")))?;
+            }
+            _ => self.db.persist(mode)?,
+        }
         for m in self.memlogs() {
             m.sync().map_err(|e| StorageError::Log(format!("fsync of {}: {e}", m.path().display())))?;
         }
@@ -93,6 +106,7 @@ impl Store {
         let (synced, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             db,
+            journal: ActiveJournal::new(dir.join("store")),
             path: dir.to_path_buf(),
             policy,
             requested: AtomicU64::new(0),
@@ -224,6 +238,70 @@ impl Store {
         *lock.lock().expect("fsync wake lock") = true;
         cvar.notify_one();
         ticket
+    }
+}
+
+/// fjall's active journal file (`<store>/<id>.jnl`, the highest id), opened for `fdatasync`.
+///
+/// Why syncing this file after `persist(Buffer)` makes every earlier write durable: the bytes
+/// handed to the OS went into the journal that was active then. If that journal is still the
+/// active one, this syncs it. If fjall rotated since, the rotation itself fsynced it (`SyncAll`
+/// under the journal lock, before the next file is created), and this finds the next file:
+/// journal ids only grow, one at a time.
+struct ActiveJournal {
+    dir: PathBuf,
+    current: Mutex<Option<(u64, Arc<std::fs::File>)>>,
+}
+
+impl ActiveJournal {
+    fn new(dir: PathBuf) -> Self {
+        Self { dir, current: Mutex::new(None) }
+    }
+
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id}.jnl"))
+    }
+
+    /// The highest journal id in the directory.
+    fn newest(&self) -> std::io::Result<u64> {
+        let mut newest = None;
+        for e in std::fs::read_dir(&self.dir)? {
+            let name = e?.file_name();
+            if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".jnl")).and_then(|n| n.parse::<u64>().ok()) {
+                newest = newest.max(Some(id));
+            }
+        }
+        newest.ok_or_else(|| std::io::Error::other(format!("no journal file in {}", self.dir.display())))
+    }
+
+    /// The active journal now (following rotations since the last call), and its id.
+    fn active(&self) -> std::io::Result<(u64, Arc<std::fs::File>)> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut id = match &*current {
+            Some((id, _)) => *id,
+            None => self.newest()?,
+        };
+        let mut moved = current.is_none();
+        while self.path(id + 1).exists() {
+            id += 1;
+            moved = true;
+        }
+        if moved {
+            let file = match std::fs::OpenOptions::new().write(true).open(self.path(id)) {
+                // Rotated and removed between the look and the open: look again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    id = self.newest()?;
+                    std::fs::OpenOptions::new().write(true).open(self.path(id))?
+                }
+                other => other?,
+            };
+            *current = Some((id, Arc::new(file)));
+        }
+        Ok(current.clone().expect("set above"))
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.active()?.1.sync_data()
     }
 }
 
@@ -497,6 +575,43 @@ mod tests {
             let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
             assert_eq!(open(&store).scan_prefix([]).unwrap().len(), 64, "in memory: {in_memory}");
         }
+    }
+
+    /// The file the group commit fsyncs is the journal fjall writes to, before and after fjall
+    /// rotates its journal (at 64 MB): a synced write's bytes are in it.
+    #[test]
+    fn the_fsynced_file_is_fjalls_active_journal_across_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
+        let ns = store.namespace("t").unwrap();
+        let synced_holds = |marker: &[u8]| {
+            ns.put(marker, marker).unwrap();
+            store.sync_blocking().unwrap();
+            let (id, _) = store.inner.journal.active().unwrap();
+            let bytes = std::fs::read(store.inner.journal.path(id)).unwrap();
+            (id, bytes.windows(marker.len()).any(|w| w == marker))
+        };
+        assert_eq!(synced_holds(b"marker-before-rotation-7f3a"), (0, true));
+        // Past 64 MB of journal (values fjall does not compress), then a flush rotates it.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = vec![0u8; 1 << 20];
+        for i in 0..66u32 {
+            for b in noise.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            ns.put(i.to_be_bytes(), &noise).unwrap();
+        }
+        let Backend::Lsm(ks) = &ns.backend else { unreachable!("opened in the LSM store") };
+        ks.rotate_memtable_and_wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !store.inner.journal.path(1).exists() {
+            assert!(std::time::Instant::now() < deadline, "fjall did not rotate its journal within 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(synced_holds(b"marker-after-rotation-c91d"), (1, true));
     }
 
     #[test]
