@@ -574,3 +574,65 @@ async fn writes_forwarded_by_followers_share_the_leaders_entries() {
     let entries = c.status(leader).await["last_log_index"].as_u64().unwrap() - before;
     assert!(entries <= 8, "{} writes took {entries} Raft entries", 3 * EACH);
 }
+
+/// A leader loses its lead while a follower's forwarded writes wait in its queue, and that
+/// follower becomes the leader. The queued writes come back "not the leader" (nothing of them
+/// was written) and the follower proposes them itself; the old leader's own queued writes go
+/// to the new leader. Every write is acknowledged, once. (Were the old leader to forward the
+/// follower's writes on to the new leader, they would come back to the follower whose one batch
+/// slot waits on them: a stall until the request timeout, and an error for each of them.)
+#[tokio::test]
+async fn forwarded_writes_queued_on_a_leader_that_loses_the_lead_are_written_once() {
+    const EACH: usize = 10;
+    // Node 3 never campaigns, so the next leader is node 2; generous request timeouts so a
+    // slow machine cannot turn the election's time into errors.
+    let c = Cluster::start_with(EXE, 3, |id| {
+        let mut args = vec!["--set".to_string(), "engines.consensus.request_timeout_ms=30000".to_string()];
+        if id == 3 {
+            args.extend(["--set".to_string(), "engines.consensus.stands_for_election=false".to_string()]);
+        }
+        args
+    })
+    .await;
+    assert_eq!(c.leader().await, 1, "node 1 bootstraps and leads");
+    let old_url = c.url(1);
+    let clients = [connect(&etcd_addr(&c.url(1)).await).await, connect(&etcd_addr(&c.url(2)).await).await];
+
+    c.stall_disk(1, true).await;
+    let mut writes = tokio::task::JoinSet::new();
+    for (member, cl) in clients.iter().enumerate() {
+        for i in 0..EACH {
+            let mut cl = cl.clone();
+            writes.spawn(async move {
+                let key = format!("moved/{}/{i}", member + 1);
+                cl.put(key.clone(), key, None).await.map(|r| r.header().unwrap().revision())
+            });
+        }
+    }
+    // One write holds node 1's batch slot; node 1's other writes and node 2's forwarded one
+    // wait in node 1's queue (node 2's others in its own).
+    let want = EACH as f64;
+    c.wait_for(&format!("{want} commands queued on node 1"), || {
+        let url = old_url.clone();
+        async move { metric(&url, "basalt_consensus_batch_queued").await.is_some_and(|v| v >= want) }
+    })
+    .await;
+
+    c.isolate(1).await;
+    c.wait_for("node 2 leads", || async { c.status(2).await["state"] == "leader" }).await;
+    c.heal().await;
+    c.stall_disk(1, false).await;
+
+    let mut revisions = Vec::new();
+    while let Some(w) = tokio::time::timeout(Duration::from_secs(60), writes.join_next()).await.expect("writes finish")
+    {
+        revisions.push(w.unwrap().expect("every write is acknowledged"));
+    }
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(revisions.len(), 2 * EACH, "each write has its own revision");
+    let mut reader = clients[1].clone();
+    let all = reader.get("moved/", Some(GetOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(all.kvs().len(), 2 * EACH, "every write is applied");
+    assert!(all.kvs().iter().all(|kv| kv.version() == 1), "and applied once");
+}

@@ -43,6 +43,10 @@ pub struct ConsensusConfig {
     /// With `--join`: join as a voter (true) or as a learner — a non-voting replica that
     /// receives every entry and serves local reads, e.g. a region's read replica.
     pub join_as_voter: bool,
+    /// Whether this member campaigns when it stops hearing from a leader (true), or only votes
+    /// and replicates (false: MongoDB's priority-0 member), so leaders come from the other
+    /// members, e.g. those in the primary region. It can still be made leader by a transfer.
+    pub stands_for_election: bool,
 }
 
 impl Default for ConsensusConfig {
@@ -56,6 +60,7 @@ impl Default for ConsensusConfig {
             request_timeout_ms: 5_000,
             batches_in_flight: crate::batch::IN_FLIGHT,
             join_as_voter: true,
+            stands_for_election: true,
         }
     }
 }
@@ -78,6 +83,7 @@ impl ConsensusConfig {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             max_in_snapshot_log_to_keep: self.log_kept_behind_snapshot,
+            enable_elect: self.stands_for_election,
             ..Default::default()
         };
         Ok(c.validate()?)
