@@ -45,7 +45,8 @@ pub const RING_ONLY_ARGS: [&str; 12] = [
 /// probe alone races: two processes can probe the same free port and both pass it on. Each port
 /// is therefore claimed with an exclusive lock on a file named after it (in the temp dir), held
 /// for the life of the test process and dropped by the kernel when it exits, however it exits;
-/// a claimed port is also probed, for listeners that are not ours.
+/// a claimed port is also probed, for listeners that are not ours. The (empty) files stay:
+/// removing one could let two processes lock different files of the same name.
 fn free_port() -> u16 {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
