@@ -55,7 +55,10 @@ struct Inner {
     requested: AtomicU64,
     /// The highest request number known durable; `u64::MAX` once the syncer failed.
     synced: watch::Sender<u64>,
-    wake: (Mutex<bool>, Condvar),
+    /// The fsync thread's doorbell. Shared with the thread apart from `Inner`, so the thread
+    /// holds no `Inner` while it waits, and dropping the last `Store` closes the database at
+    /// once (its directory can be opened again straight away).
+    wake: Arc<(Mutex<bool>, Condvar)>,
     /// Fault injection: syncs wait while this is set (a stalled disk).
     stalled: std::sync::atomic::AtomicBool,
     /// Namespaces opened in memory (synced with fjall's journal), and those opened in fjall.
@@ -89,6 +92,15 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    /// Ring the fsync thread's doorbell: it finds the store gone and ends.
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.wake;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_one();
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.inner.path).field("policy", &self.inner.policy).finish()
@@ -111,15 +123,15 @@ impl Store {
             policy,
             requested: AtomicU64::new(0),
             synced,
-            wake: (Mutex::new(false), Condvar::new()),
+            wake: Arc::new((Mutex::new(false), Condvar::new())),
             stalled: std::sync::atomic::AtomicBool::new(false),
             memlogs: Mutex::new(HashMap::new()),
             lsm_names: Mutex::new(HashSet::new()),
         });
-        let weak = Arc::downgrade(&inner);
+        let (weak, wake) = (Arc::downgrade(&inner), inner.wake.clone());
         std::thread::Builder::new()
             .name("basalt-fsync".into())
-            .spawn(move || sync_loop(weak, policy, interval))
+            .spawn(move || sync_loop(weak, wake, policy, interval))
             .context("starting the fsync thread")?;
         Ok(Self { inner })
     }
@@ -214,7 +226,7 @@ impl Store {
     pub fn stall_fsync(&self, stalled: bool) {
         self.inner.stalled.store(stalled, Ordering::SeqCst);
         if !stalled {
-            let (lock, cvar) = &self.inner.wake;
+            let (lock, cvar) = &*self.inner.wake;
             *lock.lock().expect("fsync wake lock") = true;
             cvar.notify_one();
         }
@@ -234,7 +246,7 @@ impl Store {
 
     fn request_sync(&self) -> u64 {
         let ticket = self.inner.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        let (lock, cvar) = &self.inner.wake;
+        let (lock, cvar) = &*self.inner.wake;
         *lock.lock().expect("fsync wake lock") = true;
         cvar.notify_one();
         ticket
@@ -305,20 +317,21 @@ impl ActiveJournal {
     }
 }
 
-/// The group-commit loop. Holds only a weak reference so dropping the last `Store` ends it.
-fn sync_loop(weak: std::sync::Weak<Inner>, policy: FsyncPolicy, interval: Duration) {
+/// The group-commit loop. It holds the store only while it syncs (a weak reference while it
+/// waits), so dropping the last `Store` closes the database and ends the loop (`Inner`'s drop
+/// rings the doorbell).
+fn sync_loop(weak: std::sync::Weak<Inner>, wake: Arc<(Mutex<bool>, Condvar)>, policy: FsyncPolicy, interval: Duration) {
     loop {
-        let Some(inner) = weak.upgrade() else { return };
         {
-            let (lock, cvar) = &inner.wake;
+            let (lock, cvar) = &*wake;
             let mut pending = lock.lock().expect("fsync wake lock");
-            // Wake at least every 100 ms so the thread notices when the store is dropped.
             let wait = if policy == FsyncPolicy::Periodic { interval } else { Duration::from_millis(100) };
             if !*pending {
                 pending = cvar.wait_timeout(pending, wait).expect("fsync wake lock").0;
             }
             *pending = false;
         }
+        let Some(inner) = weak.upgrade() else { return };
         let target = inner.requested.load(Ordering::SeqCst);
         let due = match policy {
             FsyncPolicy::Always => target > *inner.synced.borrow(),
@@ -612,6 +625,23 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(synced_holds(b"marker-after-rotation-c91d"), (1, true));
+    }
+
+    /// Dropping the last handle closes the store at once: the fsync thread holds it only while
+    /// it syncs, never while it waits (here an hour, the periodic interval), so the directory
+    /// opens again straight away. (Held across the wait, the database outlived its last handle
+    /// until the wait ended, and a reopen raced fjall's lock: a flaky "Locked" in CI.)
+    #[test]
+    fn the_last_handle_dropped_closes_the_store_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let store = Store::open(dir.path(), FsyncPolicy::Periodic, hour).unwrap();
+        store.namespace("t").unwrap().put("k", "v").unwrap();
+        let alive = Arc::downgrade(&store.inner);
+        drop(store);
+        assert_eq!(alive.strong_count(), 0, "nothing holds the store after its last handle is dropped");
+        let again = Store::open(dir.path(), FsyncPolicy::Periodic, hour).expect("the directory opens again at once");
+        assert_eq!(again.namespace("t").unwrap().get("k").unwrap().as_deref(), Some(&b"v"[..]));
     }
 
     #[test]
