@@ -635,4 +635,11 @@ async fn forwarded_writes_queued_on_a_leader_that_loses_the_lead_are_written_onc
     let all = reader.get("moved/", Some(GetOptions::new().with_prefix())).await.unwrap();
     assert_eq!(all.kvs().len(), 2 * EACH, "every write is applied");
     assert!(all.kvs().iter().all(|kv| kv.version() == 1), "and applied once");
+
+    // A member that never campaigns is not made leader by a transfer either: refused, by name.
+    let (s, b) =
+        send(client().post(format!("{}/v1/cluster/transfer", c.url(2))).json(&serde_json::json!({"node_id": 3}))).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(b["error"]["message"].as_str().is_some_and(|m| m.contains("stands_for_election")), "{b}");
+    assert_eq!(c.status(2).await["state"], "leader", "node 2 still leads");
 }

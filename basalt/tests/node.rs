@@ -54,6 +54,27 @@ fn bad_config_is_a_clear_error_not_a_panic() {
     }
 }
 
+/// A member that never campaigns cannot be its cluster's only voter (it would never elect
+/// itself after a restart): a node bootstrapping with `stands_for_election = false`, or
+/// restarting with it as its single-node cluster's voter, stops at start with an error naming
+/// the setting; the refused bootstrap wrote nothing, so the node then starts with the default.
+#[tokio::test]
+async fn a_lone_voter_that_never_campaigns_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = || spec(dir.path()).arg("--set").arg("engines.consensus.stands_for_election=false");
+    let check = |err: anyhow::Error| {
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("stands_for_election") && err.contains("only voter") && !err.contains("panicked"),
+            "{err}"
+        );
+    };
+    check(basalt_runtime::process::NodeProcess::start(refused(), START_TIMEOUT).await.unwrap_err());
+    let mut node = start(spec(dir.path())).await;
+    assert!(node.terminate(Duration::from_secs(30)).await.unwrap().success());
+    check(basalt_runtime::process::NodeProcess::start(refused(), START_TIMEOUT).await.unwrap_err());
+}
+
 #[test]
 fn version_and_help_read_well() {
     let out = Command::new(EXE).arg("version").output().unwrap();

@@ -45,7 +45,7 @@ pub struct ConsensusConfig {
     pub join_as_voter: bool,
     /// Whether this member campaigns when it stops hearing from a leader (true), or only votes
     /// and replicates (false: MongoDB's priority-0 member), so leaders come from the other
-    /// members, e.g. those in the primary region. It can still be made leader by a transfer.
+    /// members, e.g. those in the primary region. A transfer to it is refused.
     pub stands_for_election: bool,
 }
 

@@ -65,7 +65,25 @@ impl Engine for ConsensusEngine {
             .await?;
             c.inner.raft.set(raft.clone()).map_err(|_| anyhow::anyhow!("consensus engine started twice"))?;
             let me = Member { peer_addr: id.peer_addr.to_string(), http_addr: id.http_addr.to_string() };
-            if !raft.is_initialized().await? {
+            let initialized = raft.is_initialized().await?;
+            if !c.inner.config.stands_for_election {
+                // Checked before anything is written: a bootstrapping node is the only voter.
+                let voters: Vec<u64> = if initialized {
+                    raft.with_raft_state(|st| st.membership_state.effective().voter_ids().collect()).await?
+                } else if id.join.is_none() {
+                    vec![id.node_id]
+                } else {
+                    Vec::new()
+                };
+                anyhow::ensure!(
+                    voters != [id.node_id],
+                    "engines.consensus.stands_for_election = false on node {}, the cluster's only voter: it would \
+                     never elect itself after a restart, and the cluster would have no leader; leave it true on \
+                     the node that bootstraps (or is the last voter), and set it false on members that join",
+                    id.node_id
+                );
+            }
+            if !initialized {
                 match &id.join {
                     None => {
                         raft.initialize([(id.node_id, me)].into_iter().collect::<std::collections::BTreeMap<_, _>>())

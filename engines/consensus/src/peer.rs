@@ -75,6 +75,11 @@ pub fn routes(c: Consensus) -> Router {
             ELECT,
             post(|State(c): State<Consensus>, Wire(()): Wire<()>| async move {
                 let r: Result<(), ConsensusError> = match c.raft() {
+                    // MongoDB's priority-0 member: never made leader, not even by a transfer.
+                    Ok(_) if !c.inner.config.stands_for_election => Err(ConsensusError::Rejected(format!(
+                        "node {} does not stand for election (engines.consensus.stands_for_election = false)",
+                        c.node_id()
+                    ))),
                     Ok(r) => r.trigger().elect().await.map_err(|e| ConsensusError::Unknown(e.to_string())),
                     Err(e) => Err(e),
                 };

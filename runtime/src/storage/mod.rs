@@ -263,11 +263,27 @@ impl Store {
 struct ActiveJournal {
     dir: PathBuf,
     current: Mutex<Option<(u64, Arc<std::fs::File>)>>,
+    /// Tests: a sync stops here, between handing fjall's buffer over and `fdatasync` (a slow
+    /// disk), while the test holds `hold`.
+    #[cfg(test)]
+    gate: TestGate,
+}
+
+#[cfg(test)]
+#[derive(Default)]
+struct TestGate {
+    entered: std::sync::atomic::AtomicBool,
+    hold: Mutex<()>,
 }
 
 impl ActiveJournal {
     fn new(dir: PathBuf) -> Self {
-        Self { dir, current: Mutex::new(None) }
+        Self {
+            dir,
+            current: Mutex::new(None),
+            #[cfg(test)]
+            gate: TestGate::default(),
+        }
     }
 
     fn path(&self, id: u64) -> PathBuf {
@@ -289,31 +305,37 @@ impl ActiveJournal {
     /// The active journal now (following rotations since the last call), and its id.
     fn active(&self) -> std::io::Result<(u64, Arc<std::fs::File>)> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut id = match &*current {
-            Some((id, _)) => *id,
-            None => self.newest()?,
+        let (mut id, mut file) = match current.take() {
+            Some((id, file)) => (id, Some(file)),
+            None => (self.newest()?, None),
         };
-        let mut moved = current.is_none();
         while self.path(id + 1).exists() {
             id += 1;
-            moved = true;
+            file = None;
         }
-        if moved {
-            let file = match std::fs::OpenOptions::new().write(true).open(self.path(id)) {
+        let file = match file {
+            Some(file) => file,
+            None => Arc::new(match std::fs::OpenOptions::new().write(true).open(self.path(id)) {
                 // Rotated and removed between the look and the open: look again.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     id = self.newest()?;
                     std::fs::OpenOptions::new().write(true).open(self.path(id))?
                 }
                 other => other?,
-            };
-            *current = Some((id, Arc::new(file)));
-        }
-        Ok(current.clone().expect("set above"))
+            }),
+        };
+        *current = Some((id, file.clone()));
+        Ok((id, file))
     }
 
     fn sync_data(&self) -> std::io::Result<()> {
-        self.active()?.1.sync_data()
+        let (_, file) = self.active()?;
+        #[cfg(test)]
+        {
+            self.gate.entered.store(true, Ordering::SeqCst);
+            drop(self.gate.hold.lock());
+        }
+        file.sync_data()
     }
 }
 
@@ -625,6 +647,38 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(synced_holds(b"marker-after-rotation-c91d"), (1, true));
+    }
+
+    /// A sync under way holds no write back: with the fsync thread stopped between handing
+    /// fjall's buffer over and `fdatasync` (a slow disk), writes to this namespace and another
+    /// go through, and the sync finishes once the disk does. (fjall's own `persist(SyncData)`
+    /// held its journal lock through the `fdatasync`, and every write waited on it.)
+    #[test]
+    fn writes_go_on_while_a_sync_is_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
+        let (a, b) = (store.namespace("a").unwrap(), store.namespace("b").unwrap());
+        a.put("k", "1").unwrap();
+        let held = store.inner.journal.gate.hold.lock().unwrap();
+        let syncing = {
+            let store = store.clone();
+            std::thread::spawn(move || store.sync_blocking())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !store.inner.journal.gate.entered.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "the sync never reached the disk");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            a.put("k", "2").unwrap();
+            b.put("k", "3").unwrap();
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(30)).expect("writes go on while the sync waits for the disk");
+        assert!(!syncing.is_finished(), "the sync is still waiting for the disk");
+        drop(held);
+        syncing.join().unwrap().unwrap();
     }
 
     /// Dropping the last handle closes the store at once: the fsync thread holds it only while
