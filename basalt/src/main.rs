@@ -142,8 +142,9 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct ChaosArgs {
-    /// The suite: `config` (linearizable registers on S03 under every nemesis) or `kv` (no lost
-    /// acknowledged write on the ring, N=3 R=W=2).
+    /// The suite: `config` (linearizable registers on S03 under every nemesis), `coord` (the
+    /// same for S05 through the etcd API and client, then a watch replays every acknowledged
+    /// write) or `kv` (no lost acknowledged write on the ring, N=3 R=W=2).
     suite: String,
     #[arg(long, default_value = "60s", value_parser = humantime_duration)]
     duration: Duration,
@@ -167,10 +168,18 @@ struct ChaosArgs {
     /// `--set systems.config.unsafe_local_reads=true`.
     #[arg(long = "set")]
     set: Vec<String>,
+    /// `coord`: read with etcd's `serializable` option (a member's own state, no read barrier),
+    /// which may be stale under faults: a deliberate bug the checker must catch.
+    #[arg(long)]
+    serializable_reads: bool,
 }
 
 fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.suite == "config" || a.suite == "kv", "no suite `{}`; suites: config, kv", a.suite);
+    anyhow::ensure!(
+        ["config", "coord", "kv"].contains(&a.suite.as_str()),
+        "no suite `{}`; suites: config, coord, kv",
+        a.suite
+    );
     anyhow::ensure!((3..=7).contains(&a.nodes), "--nodes must be from 3 to 7");
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
@@ -189,12 +198,13 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
         out_dir: a.out,
         nemeses,
         node_args: a.set.iter().flat_map(|kv| ["--set".to_string(), kv.clone()]).collect(),
+        serializable_reads: a.serializable_reads,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = if a.suite == "kv" {
-        runtime.block_on(basalt_harness::suites::kv(&opts))?
-    } else {
-        runtime.block_on(basalt_harness::suites::config(&opts))?
+    let report = match a.suite.as_str() {
+        "kv" => runtime.block_on(basalt_harness::suites::kv(&opts))?,
+        "coord" => runtime.block_on(basalt_harness::suites::coord(&opts))?,
+        _ => runtime.block_on(basalt_harness::suites::config(&opts))?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     anyhow::ensure!(

@@ -532,3 +532,71 @@ async fn a_follower_acknowledges_an_entry_only_once_it_is_on_its_disk() {
     })
     .await;
 }
+
+/// A leader that loses power while its own copy of an entry is not yet on disk (the followers
+/// hold theirs) restarts without that entry. Were it to lead on in its old term, its next entry would
+/// take the lost one's log id; the followers, already holding an entry under that id, would keep
+/// theirs, and the replicas would diverge. It restarts as a follower instead: a member with the
+/// whole log leads, the entry is kept (it was committed), and every node converges.
+#[tokio::test]
+async fn a_leader_restarted_without_its_unsynced_entries_does_not_lead_on_in_its_old_term() {
+    // Node 1 bootstraps and leads; node 2 never campaigns and node 3 only after 4 s of silence,
+    // so the restarted node 1 is back before anyone else campaigns.
+    let mut c = Cluster::start_with(EXE, 3, |id| {
+        let set = |kv: &str| vec!["--set".to_string(), kv.to_string()];
+        let mut args = Vec::new();
+        match id {
+            2 => args.extend(set("engines.consensus.stands_for_election=false")),
+            3 => {
+                args.extend(set("engines.consensus.election_timeout_min_ms=4000"));
+                args.extend(set("engines.consensus.election_timeout_max_ms=4500"));
+            }
+            _ => {}
+        }
+        args
+    })
+    .await;
+    assert_eq!(c.leader().await, 1, "node 1 bootstraps and leads");
+    create_ns(&c.url(1), "d").await;
+    let leader_url = c.url(1);
+    let before = index_of(&c.status(1).await, "last_log_index");
+
+    c.stall_disk(1, true).await;
+    c.image_disk(1).unwrap();
+    let write = tokio::spawn({
+        let url = leader_url.clone();
+        async move { put(&url, "d", "unsynced", 1).await }
+    });
+    c.wait_for("both followers to hold the entry on disk", || {
+        let url = leader_url.clone();
+        async move {
+            let Ok(r) = client().get(format!("{url}/v1/cluster")).send().await else { return false };
+            let Ok(s) = r.json::<serde_json::Value>().await else { return false };
+            let last = s["last_log_index"].as_u64().unwrap_or(0);
+            last > before
+                && s["members"].as_array().is_some_and(|m| {
+                    m.iter().filter(|x| x["node_id"] != 1).all(|x| x["matched_index"].as_u64() >= Some(last))
+                })
+        }
+    })
+    .await;
+    let target = index_of(&c.status(1).await, "last_log_index");
+    // Node 1 loses power: its disk holds what it held when it stalled.
+    c.kill9(1);
+    assert_eq!(write.await.unwrap(), None, "not acknowledged: the leader's copy never reached its disk");
+    c.revert_disk(1).unwrap();
+    // It comes back not campaigning, so node 3 — whose log is whole — is the one that can lead
+    // next (were node 1 to campaign, its shorter log could never win and its ever higher terms
+    // would keep unseating the slow node 3). openraft restores a leader regardless.
+    c.restart_with(1, &["--set", "engines.consensus.stands_for_election=false"]).await;
+    assert!(
+        index_of(&c.status(1).await, "last_log_index") < target,
+        "the restarted leader lost its unsynced entry {target} (else this test shows nothing)"
+    );
+
+    let leader = c.leader().await;
+    assert!(put(&c.url(leader), "d", "after", 2).await.is_some(), "a write after the restart is acknowledged");
+    assert_converged(&c, "d", &BTreeMap::from([("after".to_string(), 2)])).await;
+    let (_, _, keys) = read_all(&c.url(leader), "d", "linearizable").await.expect("a linearizable read");
+    assert_eq!(keys.get("unsynced"), Some(&1), "the entry the followers held was committed: it is kept");
+}

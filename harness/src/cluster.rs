@@ -160,6 +160,11 @@ impl Cluster {
             .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--peer-addr")
             .arg(format!("127.0.0.1:{}", free_port()))
+            // Clients' ports too, so a client finds a restarted node where it was.
+            .arg("--resp-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--etcd-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
             .arg("--set")
             .arg("fault_injection=true")
             .arg("--set")
@@ -181,6 +186,39 @@ impl Cluster {
 
     pub fn url(&self, id: usize) -> String {
         self.nodes[id - 1].as_ref().expect("node is running").url()
+    }
+
+    /// Fault injection, with [`Cluster::revert_disk`]: copy node `id`'s data directory aside
+    /// as it is now. Taken while its disk is stalled ([`Cluster::stall_disk`]), the copy holds
+    /// no more than the disk durably does: nothing has been synced since.
+    pub fn image_disk(&self, id: usize) -> std::io::Result<()> {
+        let image = self.dir.path().join(format!("node-{id}.image"));
+        let _ = std::fs::remove_dir_all(&image);
+        copy_dir(&self.specs[id - 1].data_dir, &image)
+    }
+
+    /// Put node `id`'s data directory back as [`Cluster::image_disk`] copied it (the node must
+    /// be down, e.g. after [`Cluster::kill9`]): a power loss, which takes everything the node
+    /// wrote after its last fsync — the page cache included, which a `kill -9` alone keeps.
+    pub fn revert_disk(&self, id: usize) -> std::io::Result<()> {
+        assert!(self.nodes[id - 1].is_none(), "node {id} must be down to lose its disk's unsynced writes");
+        let data = &self.specs[id - 1].data_dir;
+        std::fs::remove_dir_all(data)?;
+        copy_dir(&self.dir.path().join(format!("node-{id}.image")), data)
+    }
+
+    /// Copy every node's log (all its runs, restarts included) to `dir` as
+    /// `<stem>-node-<id>.log`, for a failed run's evidence; the files written.
+    pub fn save_logs(&self, dir: &std::path::Path, stem: &str) -> std::io::Result<Vec<std::path::PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let mut out = Vec::new();
+        for (i, spec) in self.specs.iter().enumerate() {
+            let to = dir.join(format!("{stem}-node-{}.log", i + 1));
+            if std::fs::copy(spec.data_dir.join("node.log"), &to).is_ok() {
+                out.push(to);
+            }
+        }
+        Ok(out)
     }
 
     pub fn live(&self) -> Vec<usize> {
@@ -232,6 +270,11 @@ impl Cluster {
     /// Start a killed node again on its data dir and ports. It is already a member, so it
     /// starts without `--join`.
     pub async fn restart(&mut self, id: usize) {
+        self.restart_with(id, &[]).await;
+    }
+
+    /// Like [`Cluster::restart`], with `extra` arguments for this start only.
+    pub async fn restart_with(&mut self, id: usize, extra: &[&str]) {
         let spec = self.specs[id - 1].clone();
         let mut args = Vec::new();
         let mut it = spec.args.iter();
@@ -242,6 +285,7 @@ impl Cluster {
                 args.push(a.clone());
             }
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let spec = NodeSpec { args, ..spec };
         self.nodes[id - 1] = Some(NodeProcess::start(spec, START_TIMEOUT).await.expect("node restarts"));
     }
@@ -354,6 +398,20 @@ impl Cluster {
             assert_eq!(s, 200, "{b}");
         }
     }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,10 @@
 //! `config`: concurrent clients read and write a few S03 keys (linearizable reads, writes to
 //! any node) on a real cluster while the nemesis kills, pauses and isolates nodes; the history
 //! is checked for linearizability as a set of registers, one per key.
+//!
+//! `coord`: the same for S05 through the etcd v3 API and the `etcd-client` crate (Range, Put
+//! and compare-and-set Txns), and then a watch from revision 1 must replay every acknowledged
+//! write at its revision, once ([`coord`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,9 @@ pub struct SuiteOpts {
     pub nemeses: Vec<Kind>,
     /// Extra arguments for every node (`--set key=value` pairs).
     pub node_args: Vec<String>,
+    /// `coord`: read with etcd's `serializable` option — whatever the member has applied, no
+    /// read barrier — which may be stale and must be caught (a deliberate bug for the checker).
+    pub serializable_reads: bool,
 }
 
 /// A fault and when it was in force (ns since the run started).
@@ -64,6 +71,9 @@ pub struct SuiteReport {
 }
 
 type RegOp = Op<RegisterOp, RegisterRet>;
+
+mod coord;
+pub use coord::coord;
 
 /// The seeded fault schedule every suite runs beside its workload: a fault every 0.5–1.5 s,
 /// held 0.5–1.5 s, undone, until 3 s before the end (so the last one heals in time).
@@ -149,25 +159,38 @@ pub async fn config(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
         timeline_file: None,
     };
     if report.verdict != Verdict::Ok {
-        std::fs::create_dir_all(&opts.out_dir)?;
-        let path = opts.out_dir.join(format!("chaos-config-seed-{}.json", opts.seed));
-        std::fs::write(&path, serde_json::to_vec_pretty(&serde_json::json!({ "report": &report, "history": ops }))?)?;
-        report.history_file = Some(path);
-        let bands: Vec<Band> = report
-            .faults
-            .iter()
-            .map(|f| Band { start_ns: f.start_ns, end_ns: f.end_ns, label: f.fault.label() })
-            .collect();
-        let title = format!("basalt chaos config --seed {}: {:?}", opts.seed, report.verdict);
-        let page = timeline::render(&title, report.explanation.as_deref().unwrap_or(""), &ops, &bands, &stuck);
-        let path = opts.out_dir.join(format!("chaos-config-seed-{}.html", opts.seed));
-        std::fs::write(&path, page)?;
-        report.timeline_file = Some(path);
+        write_failure(&mut report, opts, &ops, None, &stuck)?;
     }
     Ok(report)
 }
 
-/// Every written value is unique, so a write whose outcome is unknown and whose value no read
+/// A failed register suite's evidence in `opts.out_dir`: its report and history
+/// (`chaos-<suite>-seed-<seed>.json`) and a timeline of the operations and faults (`.html`).
+/// `served_by`, when known, names the node each operation went to (in history order).
+fn write_failure(
+    report: &mut SuiteReport,
+    opts: &SuiteOpts,
+    ops: &[RegOp],
+    served_by: Option<&[usize]>,
+    stuck: &[(u64, u64)],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.out_dir)?;
+    let stem = format!("chaos-{}-seed-{}", report.suite, opts.seed);
+    let path = opts.out_dir.join(format!("{stem}.json"));
+    let body = serde_json::json!({ "report": &report, "history": ops, "served_by": served_by });
+    std::fs::write(&path, serde_json::to_vec_pretty(&body)?)?;
+    report.history_file = Some(path);
+    let bands: Vec<Band> =
+        report.faults.iter().map(|f| Band { start_ns: f.start_ns, end_ns: f.end_ns, label: f.fault.label() }).collect();
+    let title = format!("basalt chaos {} --seed {}: {:?}", report.suite, opts.seed, report.verdict);
+    let page = timeline::render(&title, report.explanation.as_deref().unwrap_or(""), ops, &bands, stuck);
+    let path = opts.out_dir.join(format!("{stem}.html"));
+    std::fs::write(&path, page)?;
+    report.timeline_file = Some(path);
+    Ok(())
+}
+
+/// Every written value is unique, so a write (or compare-and-set) whose outcome is unknown and whose value no read
 /// ever returned can be dropped: it may never have happened, and nothing observed it, so it
 /// explains nothing and forbids nothing. Keeping such writes makes the search exponential.
 fn prune_unobserved_unknown_writes(ops: &[RegOp]) -> Vec<RegOp> {
@@ -180,7 +203,7 @@ fn prune_unobserved_unknown_writes(ops: &[RegOp]) -> Vec<RegOp> {
         .collect();
     ops.iter()
         .filter(|o| match (&o.input, &o.outcome) {
-            (RegisterOp::Write(v), Outcome::Info) => seen.contains(v.as_str()),
+            (RegisterOp::Write(v) | RegisterOp::Cas { new: v, .. }, Outcome::Info) => seen.contains(v.as_str()),
             _ => true,
         })
         .cloned()

@@ -121,6 +121,25 @@ impl Durability {
         *self.inner.vote.lock().unwrap_or_else(|e| e.into_inner()) = vote;
     }
 
+    /// The vote a node starts with, given the one it stored. openraft 0.9 restarts a node whose
+    /// stored vote is its own committed one as the leader of that same term. Here that is
+    /// unsafe: a leader's own entries are reported flushed before its fsync, so a leader that
+    /// loses power comes back without its unsynced tail — which the followers may hold, and
+    /// which counted toward commits. Leading on in the same term, it would give its next entries
+    /// the log ids of the lost ones; a follower keeps an entry whose log id it already holds,
+    /// so the replicas would apply different commands under one id. So its own committed vote
+    /// comes back uncommitted: still voted for itself in that term (no other vote in it), but a
+    /// follower, which leads again only by winning an election in a later term — where a member
+    /// with the whole log wins the votes a shorter log cannot.
+    fn restarted(&self, stored: Vote) -> Vote {
+        match self.inner.me {
+            Some(me) if stored.is_committed() && stored.leader_id().node_id == me => {
+                Vote::new(stored.leader_id().term, me)
+            }
+            _ => stored,
+        }
+    }
+
     /// Whether `entries` are this node's own, made as the leader of its current (committed)
     /// vote: only those may be reported flushed before their fsync. An entry of an earlier
     /// term of ours, received back as a follower, does not qualify.
@@ -310,8 +329,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// At start. A node that led when it stopped comes back a follower that voted for itself
+    /// (see [`Durability::restarted`]).
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
         let vote: Option<Vote> = self.get(VOTE)?;
+        let vote = vote.map(|v| self.durability.restarted(v));
         self.durability.set_vote(vote);
         Ok(vote)
     }
@@ -404,6 +426,16 @@ mod tests {
 
     fn entry(term: u64, node: NodeId, index: u64) -> Entry {
         Entry { log_id: log_id(term, node, index), payload: EntryPayload::Blank }
+    }
+
+    #[test]
+    fn a_restarted_leader_comes_back_a_follower_that_voted_for_itself() {
+        let d = Durability::new(Some(1));
+        assert_eq!(d.restarted(Vote::new_committed(3, 1)), Vote::new(3, 1), "its own lead: uncommitted");
+        assert_eq!(d.restarted(Vote::new_committed(3, 2)), Vote::new_committed(3, 2), "another's lead: kept");
+        assert_eq!(d.restarted(Vote::new(4, 1)), Vote::new(4, 1), "a candidate's vote: kept");
+        let off = Durability::new(None);
+        assert_eq!(off.restarted(Vote::new_committed(3, 1)), Vote::new_committed(3, 1), "no early reports: kept");
     }
 
     #[test]
