@@ -190,9 +190,12 @@ fn write_failure(
     Ok(())
 }
 
-/// Every written value is unique, so a write (or compare-and-set) whose outcome is unknown and whose value no read
-/// ever returned can be dropped: it may never have happened, and nothing observed it, so it
-/// explains nothing and forbids nothing. Keeping such writes makes the search exponential.
+/// Every written value is unique, so a write (or compare-and-set) whose outcome is unknown can
+/// be dropped when nothing could have observed it: no read ever returned its value, and no
+/// failed compare-and-set on its key ended after it began (a failed CAS observes only that the
+/// value was not the one expected — which such a write, had it happened, may be why). A dropped
+/// write may never have happened and explains nothing. Keeping every such write makes the
+/// search exponential.
 fn prune_unobserved_unknown_writes(ops: &[RegOp]) -> Vec<RegOp> {
     let seen: std::collections::HashSet<&str> = ops
         .iter()
@@ -201,9 +204,18 @@ fn prune_unobserved_unknown_writes(ops: &[RegOp]) -> Vec<RegOp> {
             _ => None,
         })
         .collect();
+    let mut last_cas_failed: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for o in ops {
+        if let Outcome::Ok { output: RegisterRet::CasFailed, complete_ns } = &o.outcome {
+            let t = last_cas_failed.entry(o.key.as_str()).or_default();
+            *t = (*t).max(*complete_ns);
+        }
+    }
     ops.iter()
         .filter(|o| match (&o.input, &o.outcome) {
-            (RegisterOp::Write(v) | RegisterOp::Cas { new: v, .. }, Outcome::Info) => seen.contains(v.as_str()),
+            (RegisterOp::Write(v) | RegisterOp::Cas { new: v, .. }, Outcome::Info) => {
+                seen.contains(v.as_str()) || last_cas_failed.get(o.key.as_str()).is_some_and(|t| *t > o.invoke_ns)
+            }
             _ => true,
         })
         .cloned()
@@ -363,4 +375,32 @@ pub async fn kv(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
         report.history_file = Some(path);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(client: u64, input: RegisterOp, invoke_ns: u64, outcome: Outcome<RegisterRet>) -> RegOp {
+        Op { client, key: "k".into(), input, invoke_ns, outcome }
+    }
+
+    #[test]
+    fn an_unknown_write_that_may_explain_a_failed_cas_is_kept() {
+        let ok = |output, complete_ns| Outcome::Ok { output, complete_ns };
+        let ops = vec![
+            op(0, RegisterOp::Write("a".into()), 0, ok(RegisterRet::Written, 10)),
+            op(1, RegisterOp::Read, 11, ok(RegisterRet::Value(Some("a".into())), 12)),
+            // Never read back, outcome unknown: only this write explains the failed CAS below.
+            op(0, RegisterOp::Write("b".into()), 13, Outcome::Info),
+            op(1, RegisterOp::Cas { expect: Some("a".into()), new: "c".into() }, 20, ok(RegisterRet::CasFailed, 30)),
+            // Begun after every failed CAS ended and never read: nothing could have seen it.
+            op(2, RegisterOp::Write("d".into()), 40, Outcome::Info),
+        ];
+        let pruned = prune_unobserved_unknown_writes(&ops);
+        assert_eq!(pruned.len(), 4, "only the write begun after the failed CAS is dropped: {pruned:?}");
+        assert!(!pruned.iter().any(|o| o.input == RegisterOp::Write("d".into())));
+        let r = basalt_lincheck::check(&Register, &pruned, Budget::default());
+        assert_eq!(r.valid, Verdict::Ok, "{:?}", r.per_key);
+    }
 }

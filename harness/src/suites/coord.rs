@@ -1,6 +1,7 @@
 //! `coord`: S05 through the etcd v3 API and the `etcd-client` crate. Clients on every node read
-//! (linearizable Range), Put and compare-and-set (a Txn comparing the value) a few keys while the
-//! nemesis kills, pauses and isolates nodes. Two checks once the cluster has healed:
+//! (linearizable Range), Put and compare-and-set (a Txn comparing the value, whose failure
+//! branch reads it: a failed one is recorded as the read it was) a few keys while the nemesis
+//! kills, pauses and isolates nodes. Two checks once the cluster has healed:
 //!
 //! - the history, one register per key, must be linearizable (an acknowledged write lost to a
 //!   `kill -9`, or a stale read from a cut-off member, fails it);
@@ -14,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use basalt_lincheck::{Budget, Op, Outcome, Register, RegisterOp, RegisterRet, Verdict};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -92,13 +95,19 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
                     };
                     (RegisterOp::Write(value), outcome)
                 } else {
+                    // Compare-and-set; a failed one reads the value it found instead (its txn's
+                    // failure branch), so it goes in the history as the read it was.
                     let expect = last_seen.get(&key).cloned().flatten();
                     let when = match &expect {
                         Some(v) => Compare::value(key.as_str(), CompareOp::Equal, v.as_str()),
                         None => Compare::version(key.as_str(), CompareOp::Equal, 0),
                     };
-                    let txn = Txn::new().when([when]).and_then([TxnOp::put(key.as_str(), value.as_str(), None)]);
-                    let outcome = match kv.txn(txn).await {
+                    let txn = Txn::new()
+                        .when([when])
+                        .and_then([TxnOp::put(key.as_str(), value.as_str(), None)])
+                        .or_else([TxnOp::get(key.as_str(), None)]);
+                    let cas = RegisterOp::Cas { expect: expect.clone(), new: value.clone() };
+                    match kv.txn(txn).await {
                         Ok(r) if r.succeeded() => {
                             let revision = r.header().map_or(0, |h| h.revision());
                             acked.lock().unwrap_or_else(|e| e.into_inner()).push(Acked {
@@ -106,12 +115,27 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
                                 key: key.clone(),
                                 value: value.clone(),
                             });
-                            Outcome::Ok { output: RegisterRet::CasOk, complete_ns: now() }
+                            (cas, Outcome::Ok { output: RegisterRet::CasOk, complete_ns: now() })
                         }
-                        Ok(_) => Outcome::Ok { output: RegisterRet::CasFailed, complete_ns: now() },
-                        Err(e) => write_error(&e, now()),
-                    };
-                    (RegisterOp::Cas { expect, new: value }, outcome)
+                        Ok(r) => match r.op_responses().into_iter().next() {
+                            Some(TxnOpResponse::Get(g)) => {
+                                let found = g.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+                                last_seen.insert(key.clone(), found.clone());
+                                if found == expect {
+                                    // The compare failed on the value it expected: let the
+                                    // checker reject it.
+                                    (cas, Outcome::Ok { output: RegisterRet::CasFailed, complete_ns: now() })
+                                } else {
+                                    (
+                                        RegisterOp::Read,
+                                        Outcome::Ok { output: RegisterRet::Value(found), complete_ns: now() },
+                                    )
+                                }
+                            }
+                            _ => (cas, Outcome::Ok { output: RegisterRet::CasFailed, complete_ns: now() }),
+                        },
+                        Err(e) => (cas, write_error(&e, now())),
+                    }
                 };
                 let failed = !matches!(outcome, Outcome::Ok { .. });
                 let op = Op { client: id, key, input, invoke_ns: invoke, outcome };
