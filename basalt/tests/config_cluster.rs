@@ -431,6 +431,27 @@ async fn three_nodes_with_a_namespace() -> (Cluster, usize, Vec<usize>) {
     (c, leader, followers)
 }
 
+/// Wait until the leader has entries after `before` and has seen every follower acknowledge
+/// (so hold on its disk) all of them.
+async fn followers_hold_entries_after(c: &Cluster, leader: usize, before: u64) {
+    let leader_url = c.url(leader);
+    c.wait_for("both followers to acknowledge the entry", || {
+        let url = leader_url.clone();
+        async move {
+            let Ok(r) = client().get(format!("{url}/v1/cluster")).send().await else { return false };
+            let Ok(s) = r.json::<serde_json::Value>().await else { return false };
+            let last = s["last_log_index"].as_u64().unwrap_or(0);
+            last > before
+                && s["members"].as_array().is_some_and(|m| {
+                    m.iter()
+                        .filter(|x| x["node_id"] != leader as u64)
+                        .all(|x| x["matched_index"].as_u64() >= Some(last))
+                })
+        }
+    })
+    .await;
+}
+
 fn index_of(v: &serde_json::Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
@@ -449,22 +470,7 @@ async fn nothing_is_acknowledged_or_applied_before_the_leaders_own_copy_is_on_di
         async move { put(&url, "d", "k", 7).await }
     });
     // The entry reaches both followers' disks (the leader saw them acknowledge it)…
-    let leader_url = c.url(leader);
-    c.wait_for("both followers to acknowledge the entry", || {
-        let url = leader_url.clone();
-        async move {
-            let Ok(r) = client().get(format!("{url}/v1/cluster")).send().await else { return false };
-            let Ok(s) = r.json::<serde_json::Value>().await else { return false };
-            let last = s["last_log_index"].as_u64().unwrap_or(0);
-            last > before
-                && s["members"].as_array().is_some_and(|m| {
-                    m.iter()
-                        .filter(|x| x["node_id"] != leader as u64)
-                        .all(|x| x["matched_index"].as_u64() >= Some(last))
-                })
-        }
-    })
-    .await;
+    followers_hold_entries_after(&c, leader, before).await;
     let target = index_of(&c.status(leader).await, "last_log_index");
     // …yet while the leader's own copy is not on disk nobody applies it and the client waits.
     for f in &followers {
@@ -558,28 +564,15 @@ async fn a_leader_restarted_without_its_unsynced_entries_does_not_lead_on_in_its
     .await;
     assert_eq!(c.leader().await, 1, "node 1 bootstraps and leads");
     create_ns(&c.url(1), "d").await;
-    let leader_url = c.url(1);
     let before = index_of(&c.status(1).await, "last_log_index");
 
     c.stall_disk(1, true).await;
     c.image_disk(1).unwrap();
     let write = tokio::spawn({
-        let url = leader_url.clone();
+        let url = c.url(1);
         async move { put(&url, "d", "unsynced", 1).await }
     });
-    c.wait_for("both followers to hold the entry on disk", || {
-        let url = leader_url.clone();
-        async move {
-            let Ok(r) = client().get(format!("{url}/v1/cluster")).send().await else { return false };
-            let Ok(s) = r.json::<serde_json::Value>().await else { return false };
-            let last = s["last_log_index"].as_u64().unwrap_or(0);
-            last > before
-                && s["members"].as_array().is_some_and(|m| {
-                    m.iter().filter(|x| x["node_id"] != 1).all(|x| x["matched_index"].as_u64() >= Some(last))
-                })
-        }
-    })
-    .await;
+    followers_hold_entries_after(&c, 1, before).await;
     let target = index_of(&c.status(1).await, "last_log_index");
     // Node 1 loses power: its disk holds what it held when it stalled.
     c.kill9(1);
@@ -595,7 +588,9 @@ async fn a_leader_restarted_without_its_unsynced_entries_does_not_lead_on_in_its
     );
 
     let leader = c.leader().await;
-    assert!(put(&c.url(leader), "d", "after", 2).await.is_some(), "a write after the restart is acknowledged");
+    let url = c.url(leader);
+    c.wait_for("a write after the restart to be acknowledged", || async { put(&url, "d", "after", 2).await.is_some() })
+        .await;
     assert_converged(&c, "d", &BTreeMap::from([("after".to_string(), 2)])).await;
     let (_, _, keys) = read_all(&c.url(leader), "d", "linearizable").await.expect("a linearizable read");
     assert_eq!(keys.get("unsynced"), Some(&1), "the entry the followers held was committed: it is kept");

@@ -141,12 +141,27 @@ pub async fn config(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
         let _ = t.await;
     }
     let ops = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (mut report, stuck) = judge_registers("config", opts, &ops, faults);
+    if report.verdict != Verdict::Ok {
+        write_failure(&mut report, opts, &ops, None, &stuck)?;
+    }
+    Ok(report)
+}
+
+/// Judge a register history (linearizable, one register per key) and report on it; with the
+/// stuck points of the search, for a failing run's timeline.
+fn judge_registers(
+    suite: &str,
+    opts: &SuiteOpts,
+    ops: &[RegOp],
+    faults: Vec<FaultSpan>,
+) -> (SuiteReport, Vec<(u64, u64)>) {
     let count = |p: fn(&Outcome<RegisterRet>) -> bool| ops.iter().filter(|o| p(&o.outcome)).count();
-    let result = basalt_lincheck::check(&Register, &prune_unobserved_unknown_writes(&ops), Budget::default());
+    let result = basalt_lincheck::check(&Register, &prune_unobserved_unknown_writes(ops), Budget::default());
     let explanation = result.per_key.iter().find_map(|(k, r)| r.explanation.as_ref().map(|e| format!("key {k}: {e}")));
-    let stuck: Vec<(u64, u64)> = result.per_key.values().filter_map(|r| r.stuck).collect();
-    let mut report = SuiteReport {
-        suite: "config".into(),
+    let stuck = result.per_key.values().filter_map(|r| r.stuck).collect();
+    let report = SuiteReport {
+        suite: suite.into(),
         seed: opts.seed,
         ops: ops.len(),
         ok: count(|o| matches!(o, Outcome::Ok { .. })),
@@ -158,10 +173,7 @@ pub async fn config(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
         history_file: None,
         timeline_file: None,
     };
-    if report.verdict != Verdict::Ok {
-        write_failure(&mut report, opts, &ops, None, &stuck)?;
-    }
-    Ok(report)
+    (report, stuck)
 }
 
 /// A failed register suite's evidence in `opts.out_dir`: its report and history

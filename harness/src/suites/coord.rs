@@ -14,14 +14,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use basalt_lincheck::{Budget, Op, Outcome, Register, RegisterOp, RegisterRet, Verdict};
+use basalt_lincheck::{Op, Outcome, RegisterOp, RegisterRet, Verdict};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{RegOp, SuiteOpts, SuiteReport, prune_unobserved_unknown_writes, run_nemesis, write_failure};
+use super::{RegOp, SuiteOpts, SuiteReport, judge_registers, run_nemesis, write_failure};
 use crate::cluster::Cluster;
 
 const PREFIX: &str = "chaos/";
@@ -154,32 +154,14 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     let (ops, served_by): (Vec<RegOp>, Vec<usize>) =
         history.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().unzip();
     let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let count = |p: fn(&Outcome<RegisterRet>) -> bool| ops.iter().filter(|o| p(&o.outcome)).count();
-    let result = basalt_lincheck::check(&Register, &prune_unobserved_unknown_writes(&ops), Budget::default());
-    let mut explanation =
-        result.per_key.iter().find_map(|(k, r)| r.explanation.as_ref().map(|e| format!("key {k}: {e}")));
-    let stuck: Vec<(u64, u64)> = result.per_key.values().filter_map(|r| r.stuck).collect();
-    let mut verdict = result.valid;
-    if verdict == Verdict::Ok {
+    let (mut report, stuck) = judge_registers("coord", opts, &ops, faults);
+    if report.verdict == Verdict::Ok {
         let attempted: HashSet<String> = ops.iter().filter_map(|o| written_value(&o.input)).collect();
         if let Err(e) = replay_check(&c, &addrs, &acked, &attempted).await {
-            verdict = Verdict::Illegal;
-            explanation = Some(e);
+            report.verdict = Verdict::Illegal;
+            report.explanation = Some(e);
         }
     }
-    let mut report = SuiteReport {
-        suite: "coord".into(),
-        seed: opts.seed,
-        ops: ops.len(),
-        ok: count(|o| matches!(o, Outcome::Ok { .. })),
-        info: count(|o| matches!(o, Outcome::Info)),
-        fail: count(|o| matches!(o, Outcome::Fail { .. })),
-        faults,
-        verdict,
-        explanation,
-        history_file: None,
-        timeline_file: None,
-    };
     if report.verdict != Verdict::Ok {
         write_failure(&mut report, opts, &ops, Some(&served_by), &stuck)?;
         c.save_logs(&opts.out_dir, &format!("chaos-coord-seed-{}", opts.seed))?;
