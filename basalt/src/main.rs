@@ -161,7 +161,7 @@ struct ChaosArgs {
     #[arg(long, default_value = "./chaos-out")]
     out: PathBuf,
     /// The faults to draw from: `all`, `partition`, or a list of kill, kill-leader, pause,
-    /// isolate, isolate-leader, halves, bridge, latency, clock, membership.
+    /// isolate, isolate-leader, halves, bridge, latency, clock, membership, power.
     #[arg(long, default_value = "all")]
     nemesis: String,
     /// A setting for every node, as for `serve --set` (repeatable), e.g. a deliberate bug:

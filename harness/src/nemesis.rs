@@ -36,10 +36,14 @@ pub enum Kind {
     Clock,
     /// Remove a follower from the membership, then add it back.
     Membership,
+    /// Cut the leader's power (any node's on a ring): its disk stalls, and when the fault ends
+    /// it is killed and restarts with only what its disk held when the stall began (a copy
+    /// taken then), losing everything written since — the page cache too.
+    Power,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Kill,
         Kind::KillLeader,
         Kind::Pause,
@@ -50,6 +54,7 @@ impl Kind {
         Kind::Latency,
         Kind::Clock,
         Kind::Membership,
+        Kind::Power,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +69,7 @@ impl Kind {
             Kind::Latency => "latency",
             Kind::Clock => "clock",
             Kind::Membership => "membership",
+            Kind::Power => "power",
         }
     }
 
@@ -132,6 +138,10 @@ pub enum Fault {
         node: usize,
         left: bool,
     },
+    /// The node's disk stalled and was imaged; at the end it is killed and restarted on the image.
+    PowerLoss {
+        node: usize,
+    },
 }
 
 impl Fault {
@@ -153,6 +163,7 @@ impl Fault {
             Fault::RingLeave { node, left } => {
                 format!("n{node} leaves the ring{}", if *left { "" } else { " (refused)" })
             }
+            Fault::PowerLoss { node } => format!("power loss n{node}"),
         }
     }
 }
@@ -231,6 +242,18 @@ impl Nemesis {
                 let removed = c.remove_member(node).await;
                 Fault::Membership { node, removed }
             }
+            Kind::Power => {
+                // The leader: only its own entries are reported before their fsync.
+                let node = if c.ring_only { node } else { c.leader().await };
+                c.stall_disk(node, true).await;
+                // Frozen while copied, so the copy is one moment's state (nothing is synced
+                // from the stall on, so none of it is lost that a real disk would keep).
+                c.pause(node);
+                let imaged = c.image_disk(node);
+                c.resume(node);
+                imaged.expect("the node's data directory can be copied");
+                Fault::PowerLoss { node }
+            }
         }
     }
 
@@ -251,6 +274,11 @@ impl Nemesis {
                 c.ring_leave(*node, false).await;
             }
             Fault::RingLeave { left: false, .. } => {}
+            Fault::PowerLoss { node } => {
+                c.kill9(*node);
+                c.revert_disk(*node).expect("the node's disk image can be put back");
+                c.restart(*node).await;
+            }
         }
     }
 }
