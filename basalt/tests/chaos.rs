@@ -35,9 +35,11 @@ fn summary(r: &SuiteReport) -> String {
 #[tokio::test]
 async fn config_registers_stay_linearizable_under_a_seeded_sweep() {
     let out = tempfile::tempdir().unwrap();
-    for (seed, nemesis) in
-        [(20261124, "kill,kill-leader,pause"), (20261125, "partition"), (20261126, "latency,clock,membership,kill")]
-    {
+    for (seed, nemesis) in [
+        (20261124, "kill,kill-leader,pause,power"),
+        (20261125, "partition"),
+        (20261126, "latency,clock,membership,kill"),
+    ] {
         let r = basalt_harness::suites::config(&opts(seed, 10, nemesis, out.path())).await.unwrap();
         eprintln!("{nemesis}: {}", summary(&r));
         assert!(r.faults.len() >= 2, "the nemesis should strike several times: {}", summary(&r));
@@ -99,7 +101,7 @@ async fn coord_catches_stale_serializable_reads() {
 async fn coord_stays_linearizable_and_its_watch_replays_every_acknowledged_write() {
     let out = tempfile::tempdir().unwrap();
     for (seed, nemesis) in
-        [(20261128, "kill,kill-leader,pause"), (20261129, "isolate,isolate-leader,halves,membership")]
+        [(20261128, "kill-leader,power,pause"), (20261129, "isolate,isolate-leader,halves,membership")]
     {
         let r = basalt_harness::suites::coord(&opts(seed, 10, nemesis, out.path())).await.unwrap();
         eprintln!("{nemesis}: {}", summary(&r));
