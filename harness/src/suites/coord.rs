@@ -8,7 +8,9 @@
 //! - a watch from revision 1 must replay the keys' whole history: revisions strictly
 //!   increasing, every acknowledged write at the revision its reply gave and with its value,
 //!   no write applied twice, no value nobody wrote, and each key's last event is what a read
-//!   returns now.
+//!   returns now;
+//! - a watch held open through the whole run (resumed on another member from the next revision
+//!   whenever its stream broke) must have seen exactly that replay.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -45,6 +47,8 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     // Each operation, with the node (1-based) it went to.
     let history: Arc<Mutex<Vec<(RegOp, usize)>>> = Arc::default();
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let followed: Followed = Arc::default();
+    let follower = tokio::spawn(follow(addrs.clone(), opts.seed, followed.clone()));
     let mut clients = Vec::new();
     for id in 0..opts.clients as u64 {
         // One etcd client per node, each bound to that node only (as a client pinned to one
@@ -157,11 +161,12 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     let (mut report, stuck) = judge_registers("coord", opts, &ops, faults);
     if report.verdict == Verdict::Ok {
         let attempted: HashSet<String> = ops.iter().filter_map(|o| written_value(&o.input)).collect();
-        if let Err(e) = replay_check(&c, &addrs, &acked, &attempted).await {
+        if let Err(e) = replay_check(&c, &addrs, &acked, &attempted, &followed).await {
             report.verdict = Verdict::Illegal;
             report.explanation = Some(e);
         }
     }
+    follower.abort();
     if report.verdict != Verdict::Ok {
         write_failure(&mut report, opts, &ops, Some(&served_by), &stuck)?;
         c.save_logs(&opts.out_dir, &format!("chaos-coord-seed-{}", opts.seed))?;
@@ -208,6 +213,7 @@ async fn replay_check(
     addrs: &[String],
     acked: &[Acked],
     attempted: &HashSet<String>,
+    followed: &Followed,
 ) -> Result<(), String> {
     c.leader().await;
     let give_up = Instant::now() + Duration::from_secs(60);
@@ -292,7 +298,71 @@ async fn replay_check(
             format!("{key} reads {value} (revision {rev}) but its last event is {:?}", last.get(key.as_str()))
         })?;
     }
-    Ok(())
+    // The watch held open through the faults must have seen exactly the replay.
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = followed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if seen.last().is_some_and(|(rev, _, _)| *rev >= target) {
+            if let Some(i) = (0..events.len().max(seen.len())).find(|i| events.get(*i) != seen.get(*i)) {
+                return Err(format!(
+                    "the watch held open through the faults differs from the replay at event {i}: {:?} where the \
+                     replay has {:?}",
+                    seen.get(i),
+                    events.get(i)
+                ));
+            }
+            return Ok(());
+        }
+        if Instant::now() > give_up {
+            return Err(format!(
+                "the watch held open through the faults stopped at {:?}, short of revision {target}",
+                seen.last()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the open watch has seen: (revision, key, value), in order.
+type Followed = Arc<Mutex<Vec<(i64, String, String)>>>;
+
+/// A watch on the keys held open from revision 1 through the whole run, as an etcd client
+/// (an informer) keeps one: on a member picked at random; when its stream breaks (the member
+/// was killed, lost its power or stopped answering HTTP/2 pings) it resumes on another member
+/// from the revision after the last event it saw.
+async fn follow(addrs: Vec<String>, seed: u64, followed: Followed) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xf011);
+    let options = || {
+        Some(
+            ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2)),
+        )
+    };
+    loop {
+        let next = followed.lock().unwrap_or_else(|e| e.into_inner()).last().map_or(1, |(rev, _, _)| rev + 1);
+        let addr = &addrs[rng.random_range(0..addrs.len())];
+        let watched = match Client::connect([addr.as_str()], options()).await {
+            Ok(mut cl) => cl.watch(PREFIX, Some(WatchOptions::new().with_prefix().with_start_revision(next))).await,
+            Err(e) => Err(e),
+        };
+        let Ok(mut stream) = watched else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        while let Ok(Some(msg)) = stream.message().await {
+            if msg.canceled() {
+                break;
+            }
+            let mut seen = followed.lock().unwrap_or_else(|e| e.into_inner());
+            for e in msg.events() {
+                if let Some(kv) = e.kv() {
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    seen.push((kv.mod_revision(), key, String::from_utf8_lossy(kv.value()).into_owned()));
+                }
+            }
+        }
+    }
 }
 
 fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
