@@ -180,6 +180,11 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
         "no suite `{}`; suites: config, coord, kv",
         a.suite
     );
+    anyhow::ensure!(
+        !a.serializable_reads || a.suite == "coord",
+        "--serializable-reads is for the coord suite (etcd's read option); `{}` has no such reads",
+        a.suite
+    );
     anyhow::ensure!((3..=7).contains(&a.nodes), "--nodes must be from 3 to 7");
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)

@@ -75,6 +75,22 @@ async fn a_lone_voter_that_never_campaigns_is_refused_at_start() {
     check(basalt_runtime::process::NodeProcess::start(refused(), START_TIMEOUT).await.unwrap_err());
 }
 
+/// `basalt chaos` refuses what it cannot run before starting anything, naming the argument.
+#[test]
+fn bad_chaos_arguments_are_clear_errors() {
+    for (args, says) in [
+        (&["chaos", "ledger"][..], "no suite `ledger`; suites: config, coord, kv"),
+        (&["chaos", "coord", "--nemesis", "kill,fire"][..], "no nemesis `fire`"),
+        (&["chaos", "config", "--serializable-reads"][..], "--serializable-reads is for the coord suite"),
+        (&["chaos", "coord", "--nodes", "2"][..], "--nodes must be from 3 to 7"),
+    ] {
+        let out = Command::new(EXE).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn version_and_help_read_well() {
     let out = Command::new(EXE).arg("version").output().unwrap();

@@ -189,12 +189,21 @@ impl Cluster {
     }
 
     /// Fault injection, with [`Cluster::revert_disk`]: copy node `id`'s data directory aside
-    /// as it is now. Taken while its disk is stalled ([`Cluster::stall_disk`]), the copy holds
-    /// no more than the disk durably does: nothing has been synced since.
+    /// as it is now, the node frozen (SIGSTOP) meanwhile so the copy is one moment's state.
+    /// Taken while its disk is stalled ([`Cluster::stall_disk`]), the copy holds everything the
+    /// disk durably does: nothing has been synced since.
     pub fn image_disk(&self, id: usize) -> std::io::Result<()> {
         let image = self.dir.path().join(format!("node-{id}.image"));
         let _ = std::fs::remove_dir_all(&image);
-        copy_dir(&self.specs[id - 1].data_dir, &image)
+        let running = self.nodes[id - 1].is_some();
+        if running {
+            self.pause(id);
+        }
+        let copied = copy_dir(&self.specs[id - 1].data_dir, &image);
+        if running {
+            self.resume(id);
+        }
+        copied
     }
 
     /// Put node `id`'s data directory back as [`Cluster::image_disk`] copied it (the node must

@@ -245,13 +245,10 @@ impl Nemesis {
             Kind::Power => {
                 // The leader: only its own entries are reported before their fsync.
                 let node = if c.ring_only { node } else { c.leader().await };
+                // Nothing is synced from the stall on, so the image loses nothing a real disk
+                // would keep.
                 c.stall_disk(node, true).await;
-                // Frozen while copied, so the copy is one moment's state (nothing is synced
-                // from the stall on, so none of it is lost that a real disk would keep).
-                c.pause(node);
-                let imaged = c.image_disk(node);
-                c.resume(node);
-                imaged.expect("the node's data directory can be copied");
+                c.image_disk(node).expect("the node's data directory can be copied");
                 Fault::PowerLoss { node }
             }
         }

@@ -1,7 +1,8 @@
 //! `coord`: S05 through the etcd v3 API and the `etcd-client` crate. Clients on every node read
 //! (linearizable Range), Put and compare-and-set (a Txn comparing the value, whose failure
 //! branch reads it: a failed one is recorded as the read it was) a few keys while the nemesis
-//! kills, pauses and isolates nodes. Two checks once the cluster has healed:
+//! kills, pauses and isolates nodes. A reply wrong on its face — a failed compare that read
+//! the very value it compared with — fails the run outright. Then, once the cluster has healed:
 //!
 //! - the history, one register per key, must be linearizable (an acknowledged write lost to a
 //!   `kill -9`, or a stale read from a cut-off member, fails it);
@@ -47,6 +48,9 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     // Each operation, with the node (1-based) it went to.
     let history: Arc<Mutex<Vec<(RegOp, usize)>>> = Arc::default();
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    // Answers wrong on their face, whatever the history: a failed compare that read the very
+    // value it compared with, or a failed txn without its failure branch's answer.
+    let anomalies: Arc<Mutex<Vec<String>>> = Arc::default();
     let followed: Followed = Arc::default();
     let follower = tokio::spawn(follow(addrs.clone(), opts.seed, followed.clone()));
     let mut clients = Vec::new();
@@ -58,6 +62,7 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
             conns.push(connect(a).await?);
         }
         let (history, acked, keys, seed) = (history.clone(), acked.clone(), opts.keys, opts.seed);
+        let anomalies = anomalies.clone();
         let serializable = opts.serializable_reads;
         clients.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(id + 1));
@@ -99,8 +104,8 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
                     };
                     (RegisterOp::Write(value), outcome)
                 } else {
-                    // Compare-and-set; a failed one reads the value it found instead (its txn's
-                    // failure branch), so it goes in the history as the read it was.
+                    // Compare-and-set; a failed one reads the value it found (its txn's failure
+                    // branch, in the same revision), so it goes in the history as that read.
                     let expect = last_seen.get(&key).cloned().flatten();
                     let when = match &expect {
                         Some(v) => Compare::value(key.as_str(), CompareOp::Equal, v.as_str()),
@@ -121,23 +126,35 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
                             });
                             (cas, Outcome::Ok { output: RegisterRet::CasOk, complete_ns: now() })
                         }
-                        Ok(r) => match r.op_responses().into_iter().next() {
-                            Some(TxnOpResponse::Get(g)) => {
-                                let found = g.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-                                last_seen.insert(key.clone(), found.clone());
-                                if found == expect {
-                                    // The compare failed on the value it expected: let the
-                                    // checker reject it.
-                                    (cas, Outcome::Ok { output: RegisterRet::CasFailed, complete_ns: now() })
-                                } else {
+                        Ok(r) => {
+                            let read = now();
+                            let found = match r.op_responses().into_iter().next() {
+                                Some(TxnOpResponse::Get(g)) => {
+                                    Ok(g.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+                                }
+                                other => Err(format!("a failed txn on {key} answered {other:?}, not its read")),
+                            };
+                            match found {
+                                Ok(found) => {
+                                    if found == expect {
+                                        let mut a = anomalies.lock().unwrap_or_else(|e| e.into_inner());
+                                        a.push(format!(
+                                            "a txn comparing {key} with {expect:?} failed, yet read {found:?} in \
+                                             the same revision"
+                                        ));
+                                    }
+                                    last_seen.insert(key.clone(), found.clone());
                                     (
                                         RegisterOp::Read,
-                                        Outcome::Ok { output: RegisterRet::Value(found), complete_ns: now() },
+                                        Outcome::Ok { output: RegisterRet::Value(found), complete_ns: read },
                                     )
                                 }
+                                Err(e) => {
+                                    anomalies.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+                                    (RegisterOp::Read, Outcome::Fail { complete_ns: read })
+                                }
                             }
-                            _ => (cas, Outcome::Ok { output: RegisterRet::CasFailed, complete_ns: now() }),
-                        },
+                        }
                         Err(e) => (cas, write_error(&e, now())),
                     }
                 };
@@ -159,6 +176,10 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
         history.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().unzip();
     let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let (mut report, stuck) = judge_registers("coord", opts, &ops, faults);
+    if let Some(a) = anomalies.lock().unwrap_or_else(|e| e.into_inner()).first() {
+        report.verdict = Verdict::Illegal;
+        report.explanation = Some(a.clone());
+    }
     if report.verdict == Verdict::Ok {
         let attempted: HashSet<String> = ops.iter().filter_map(|o| written_value(&o.input)).collect();
         if let Err(e) = replay_check(&c, &addrs, &acked, &attempted, &followed).await {

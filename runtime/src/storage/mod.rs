@@ -55,6 +55,8 @@ struct Inner {
     requested: AtomicU64,
     /// The highest request number known durable; `u64::MAX` once the syncer failed.
     synced: watch::Sender<u64>,
+    /// Rung after every change of `synced`, for [`Store::sync_blocking`]'s waiters.
+    synced_bell: (Mutex<()>, Condvar),
     /// The fsync thread's doorbell. Shared with the thread apart from `Inner`, so the thread
     /// holds no `Inner` while it waits, and dropping the last `Store` closes the database at
     /// once (its directory can be opened again straight away).
@@ -123,6 +125,7 @@ impl Store {
             policy,
             requested: AtomicU64::new(0),
             synced,
+            synced_bell: (Mutex::new(()), Condvar::new()),
             wake: Arc::new((Mutex::new(false), Condvar::new())),
             stalled: std::sync::atomic::AtomicBool::new(false),
             memlogs: Mutex::new(HashMap::new()),
@@ -208,12 +211,25 @@ impl Store {
         if v == u64::MAX { Err(StorageError::SyncStopped) } else { Ok(()) }
     }
 
-    /// `sync` for threads outside the async runtime (startup, blocking pools).
+    /// `sync` for threads outside the async runtime (startup, blocking pools): the same group
+    /// commit, waited for on this thread — so a stalled disk holds it too.
     pub fn sync_blocking(&self) -> Result<(), StorageError> {
         if self.inner.policy != FsyncPolicy::Always {
             return Ok(());
         }
-        self.inner.persist(PersistMode::SyncData)
+        let ticket = self.request_sync();
+        let (lock, bell) = &self.inner.synced_bell;
+        let mut rung = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let v = *self.inner.synced.borrow();
+            if v == u64::MAX {
+                return Err(StorageError::SyncStopped);
+            }
+            if v >= ticket {
+                return Ok(());
+            }
+            rung = bell.wait(rung).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Flush everything to disk, whatever the policy; used at shutdown.
@@ -221,8 +237,9 @@ impl Store {
         self.inner.persist(PersistMode::SyncAll)
     }
 
-    /// Fault injection: while `true`, no sync completes (writers waiting for durability wait),
-    /// as on a stalled disk; `false` lets them through at once.
+    /// Fault injection: while `true`, no sync completes (writers waiting for durability wait,
+    /// `sync` and `sync_blocking` alike), as on a stalled disk; `false` lets them through at
+    /// once. (`flush`, at shutdown, is not held.)
     pub fn stall_fsync(&self, stalled: bool) {
         self.inner.stalled.store(stalled, Ordering::SeqCst);
         if !stalled {
@@ -363,15 +380,24 @@ fn sync_loop(weak: std::sync::Weak<Inner>, wake: Arc<(Mutex<bool>, Condvar)>, po
         if !due || inner.stalled.load(Ordering::SeqCst) {
             continue;
         }
-        match inner.persist(PersistMode::SyncData) {
+        let failed = match inner.persist(PersistMode::SyncData) {
             Ok(()) => {
                 inner.synced.send_replace(target);
+                false
             }
             Err(e) => {
                 tracing::error!(error = %e, "fsync failed; refusing further durable writes");
                 inner.synced.send_replace(u64::MAX);
-                return;
+                true
             }
+        };
+        {
+            let (lock, bell) = &inner.synced_bell;
+            let _rung = lock.lock().unwrap_or_else(|e| e.into_inner());
+            bell.notify_all();
+        }
+        if failed {
+            return;
         }
     }
 }
@@ -679,6 +705,32 @@ mod tests {
         assert!(!syncing.is_finished(), "the sync is still waiting for the disk");
         drop(held);
         syncing.join().unwrap().unwrap();
+    }
+
+    /// A stalled disk holds a blocking sync as it holds an async one (the power-loss fault
+    /// relies on it: nothing the node calls durable is written after the stall), and lets it
+    /// through once the stall ends. (A blocking sync used to `fdatasync` on its own thread,
+    /// past the stall.)
+    #[test]
+    fn a_stalled_disk_holds_blocking_syncs_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), FsyncPolicy::Always, Duration::from_millis(100)).unwrap();
+        store.namespace("t").unwrap().put("k", "v").unwrap();
+        store.stall_fsync(true);
+        let syncing = {
+            let store = store.clone();
+            std::thread::spawn(move || store.sync_blocking())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.syncs_waiting() == 0 {
+            assert!(!syncing.is_finished(), "a blocking sync went through a stalled disk");
+            assert!(std::time::Instant::now() < deadline, "the blocking sync never asked for the disk");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!syncing.is_finished(), "a blocking sync went through a stalled disk");
+        store.stall_fsync(false);
+        syncing.join().unwrap().unwrap();
+        assert_eq!(store.syncs_waiting(), 0);
     }
 
     /// Dropping the last handle closes the store at once: the fsync thread holds it only while
