@@ -144,7 +144,9 @@ struct BenchArgs {
 struct ChaosArgs {
     /// The suite: `config` (linearizable registers on S03 under every nemesis), `coord` (the
     /// same for S05 through the etcd API and client, then a watch replays every acknowledged
-    /// write) or `kv` (no lost acknowledged write on the ring, N=3 R=W=2).
+    /// write), `lock` (S05's locks and leases: mutual exclusion as the fenced resource saw it,
+    /// no false grant, no early expiry) or `kv` (no lost acknowledged write on the ring, N=3
+    /// R=W=2).
     suite: String,
     #[arg(long, default_value = "60s", value_parser = humantime_duration)]
     duration: Duration,
@@ -176,8 +178,8 @@ struct ChaosArgs {
 
 fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        ["config", "coord", "kv"].contains(&a.suite.as_str()),
-        "no suite `{}`; suites: config, coord, kv",
+        ["config", "coord", "kv", "lock"].contains(&a.suite.as_str()),
+        "no suite `{}`; suites: config, coord, kv, lock",
         a.suite
     );
     anyhow::ensure!(
@@ -209,6 +211,7 @@ fn chaos(a: ChaosArgs) -> anyhow::Result<()> {
     let report = match a.suite.as_str() {
         "kv" => runtime.block_on(basalt_harness::suites::kv(&opts))?,
         "coord" => runtime.block_on(basalt_harness::suites::coord(&opts))?,
+        "lock" => runtime.block_on(basalt_harness::suites::lock(&opts))?,
         _ => runtime.block_on(basalt_harness::suites::config(&opts))?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);

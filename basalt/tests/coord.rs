@@ -449,6 +449,75 @@ async fn a_leader_change_never_expires_a_lease_early() {
     );
 }
 
+/// A leader cut off from the others does not know it has been replaced. It must not renew a
+/// lease on its own clock while the new leader runs the lease out on its: a keep-alive through
+/// it must fail, never answer a TTL, once the others have elected a new leader — and the lease
+/// still expires on the majority side a TTL after the last renewal that did succeed.
+#[tokio::test]
+async fn a_leader_cut_off_from_the_others_renews_no_lease() {
+    let c = Cluster::start(EXE, 3).await;
+    let old = c.leader().await;
+    let other = (1..=3).find(|id| *id != old).unwrap();
+    let mut cl = connect(&etcd_addr(&c.url(old)).await).await;
+    let mut majority = connect(&etcd_addr(&c.url(other)).await).await;
+    const TTL: i64 = 3;
+    let lease = cl.lease_grant(TTL, None).await.unwrap().id();
+    cl.put("held", "yes", Some(PutOptions::new().with_lease(lease))).await.unwrap();
+    // Opening the stream renews once (the client reads that answer itself).
+    let (mut keeper, mut stream) = cl.lease_keep_alive(lease).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    assert_eq!(stream.message().await.unwrap().unwrap().ttl(), TTL, "renewed while it leads");
+    let mut last_renewal = Instant::now();
+
+    c.isolate(old).await;
+    c.wait_for("a new leader among the others", || async {
+        c.status(other).await["leader_id"].as_u64().is_some_and(|l| l != old as u64)
+    })
+    .await;
+    // Past the lease's whole TTL, keep-alives through the old leader are all refused.
+    let until = Instant::now() + Duration::from_secs(TTL as u64 + 1);
+    let mut open = Some((keeper, stream));
+    let mut refused = 0;
+    while Instant::now() < until {
+        let sent = Instant::now();
+        let wait = Duration::from_secs(10);
+        let renewed = match open.as_mut() {
+            Some((keeper, stream)) => {
+                keeper.keep_alive().await.is_ok()
+                    && matches!(tokio::time::timeout(wait, stream.message()).await, Ok(Ok(Some(r))) if r.ttl() > 0)
+            }
+            // Opening a stream renews once (an answer without a TTL is an error).
+            None => match tokio::time::timeout(wait, cl.lease_keep_alive(lease)).await {
+                Ok(Ok(ks)) => {
+                    open = Some(ks);
+                    true
+                }
+                _ => false,
+            },
+        };
+        if renewed {
+            // Only a renewal sent before the old leader learned nothing more could pass.
+            assert!(refused == 0, "the cut-off old leader renewed the lease after refusing to");
+            last_renewal = sent;
+        } else {
+            refused += 1;
+            open = None;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(refused > 0, "every keep-alive through the cut-off old leader was answered");
+    // On the majority side the key lives until a TTL after the last renewal that succeeded.
+    let mut gone_after = None;
+    while gone_after.is_none() {
+        if majority.get("held", None).await.is_ok_and(|r| r.kvs().is_empty()) {
+            gone_after = Some(last_renewal.elapsed());
+        }
+        assert!(last_renewal.elapsed() < Duration::from_secs(30), "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone_after.unwrap() >= Duration::from_secs(TTL as u64), "expired {gone_after:?} after the last renewal");
+}
+
 /// Membership through etcd's API: `etcdctl move-leader` hands leadership to another member,
 /// `member remove` takes one out, and the errors are etcd's.
 #[tokio::test]

@@ -79,7 +79,7 @@ async fn a_lone_voter_that_never_campaigns_is_refused_at_start() {
 #[test]
 fn bad_chaos_arguments_are_clear_errors() {
     for (args, says) in [
-        (&["chaos", "ledger"][..], "no suite `ledger`; suites: config, coord, kv"),
+        (&["chaos", "ledger"][..], "no suite `ledger`; suites: config, coord, kv, lock"),
         (&["chaos", "coord", "--nemesis", "kill,fire"][..], "no nemesis `fire`"),
         (&["chaos", "config", "--serializable-reads"][..], "--serializable-reads is for the coord suite"),
         (&["chaos", "coord", "--nodes", "2"][..], "--nodes must be from 3 to 7"),

@@ -73,11 +73,25 @@ pub struct SuiteReport {
 type RegOp = Op<RegisterOp, RegisterRet>;
 
 mod coord;
+mod lock;
+mod watch;
 pub use coord::coord;
+pub use lock::lock;
 
 /// The seeded fault schedule every suite runs beside its workload: a fault every 0.5–1.5 s,
 /// held 0.5–1.5 s, undone, until 3 s before the end (so the last one heals in time).
 async fn run_nemesis(c: &mut Cluster, opts: &SuiteOpts, start: Instant, deadline: Instant) -> Vec<FaultSpan> {
+    run_nemesis_holding(c, opts, start, deadline, 500..1500).await
+}
+
+/// [`run_nemesis`] with each fault held for `hold_ms` (drawn from the range).
+async fn run_nemesis_holding(
+    c: &mut Cluster,
+    opts: &SuiteOpts,
+    start: Instant,
+    deadline: Instant,
+    hold_ms: std::ops::Range<u64>,
+) -> Vec<FaultSpan> {
     let mut nemesis = Nemesis::new(opts.seed, opts.nemeses.clone());
     let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed);
     let mut faults = Vec::new();
@@ -85,7 +99,7 @@ async fn run_nemesis(c: &mut Cluster, opts: &SuiteOpts, start: Instant, deadline
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
         let start_ns = start.elapsed().as_nanos() as u64;
         let f = nemesis.strike(c).await;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(hold_ms.clone()))).await;
         nemesis.undo(c, &f).await;
         faults.push(FaultSpan { start_ns, end_ns: start.elapsed().as_nanos() as u64, fault: f });
     }

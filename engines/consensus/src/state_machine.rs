@@ -26,6 +26,15 @@ pub trait StateMachine: Send + Sync + 'static {
     /// give the same state and replies on every node. `index` is the entry's log index, usable
     /// as a version number. Bad commands must be answered (in the reply), never panicked on.
     fn apply(&self, index: u64, command: &[u8]) -> Vec<u8>;
+    /// [`StateMachine::apply`], told also the term of the leader that appended the entry. A
+    /// command a leader decided on its own clock (a lease's expiry, say) can carry the term it
+    /// was decided in and be ignored when its entry was appended in another: a proposal queued
+    /// on a leader that lost the lead is forwarded to the next one, and would otherwise apply a
+    /// decision the new leader never made. The engine calls this; the default ignores the term.
+    fn apply_in_term(&self, index: u64, term: u64, command: &[u8]) -> Vec<u8> {
+        let _ = term;
+        self.apply(index, command)
+    }
     /// The whole state, to be restored elsewhere with `restore`.
     fn snapshot(&self) -> Vec<u8>;
     /// Replace the whole state (empty bytes: the empty state).
@@ -232,7 +241,9 @@ impl RaftStateMachine<TypeConfig> for SmStore {
                         for c in inner {
                             let payload = Arc::new(c.payload);
                             inner_replies.push(match systems.get(&c.system) {
-                                Some(sm) => Reply::Data(sm.apply(log_id.index, &payload)),
+                                Some(sm) => {
+                                    Reply::Data(sm.apply_in_term(log_id.index, log_id.leader_id.term, &payload))
+                                }
                                 None => Reply::NoSuchSystem(c.system.clone()),
                             });
                             events.push(Applied {
@@ -247,7 +258,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
                     EntryPayload::Normal(cmd) => {
                         let payload = Arc::new(cmd.payload);
                         let reply = match systems.get(&cmd.system) {
-                            Some(sm) => Reply::Data(sm.apply(log_id.index, &payload)),
+                            Some(sm) => Reply::Data(sm.apply_in_term(log_id.index, log_id.leader_id.term, &payload)),
                             None => Reply::NoSuchSystem(cmd.system.clone()),
                         };
                         (reply, Some(cmd.system), Some(payload))

@@ -18,12 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use basalt_lincheck::{Op, Outcome, RegisterOp, RegisterRet, Verdict};
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
-};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::watch::{Followed, check, first_read, follow, followed_matches, replay};
 use super::{RegOp, SuiteOpts, SuiteReport, judge_registers, run_nemesis, write_failure};
 use crate::cluster::Cluster;
 
@@ -52,7 +51,7 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     // value it compared with, or a failed txn without its failure branch's answer.
     let anomalies: Arc<Mutex<Vec<String>>> = Arc::default();
     let followed: Followed = Arc::default();
-    let follower = tokio::spawn(follow(addrs.clone(), opts.seed, followed.clone()));
+    let follower = tokio::spawn(follow(addrs.clone(), PREFIX, opts.seed, Instant::now(), followed.clone()));
     let mut clients = Vec::new();
     for id in 0..opts.clients as u64 {
         // One etcd client per node, each bound to that node only (as a client pinned to one
@@ -195,7 +194,7 @@ pub async fn coord(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     Ok(report)
 }
 
-async fn etcd_addr(c: &Cluster, id: usize) -> anyhow::Result<String> {
+pub(super) async fn etcd_addr(c: &Cluster, id: usize) -> anyhow::Result<String> {
     let (status, body) = crate::send(crate::client().get(format!("{}/v1/coord", c.url(id)))).await;
     anyhow::ensure!(status == 200, "node {id}: GET /v1/coord answered {status} {body}");
     body["etcd_addr"].as_str().map(str::to_string).ok_or_else(|| anyhow::anyhow!("node {id}: no etcd_addr in {body}"))
@@ -237,31 +236,15 @@ async fn replay_check(
     followed: &Followed,
 ) -> Result<(), String> {
     c.leader().await;
-    let give_up = Instant::now() + Duration::from_secs(60);
-    let (mut client, now) = 'found: loop {
-        let mut last = String::new();
-        for a in addrs {
-            let Ok(mut cl) = Client::connect([a.as_str()], None).await else { continue };
-            match cl.get(PREFIX, Some(GetOptions::new().with_prefix())).await {
-                Ok(r) => {
-                    let now: BTreeMap<String, (i64, String)> = r
-                        .kvs()
-                        .iter()
-                        .map(|kv| {
-                            let k = String::from_utf8_lossy(kv.key()).into_owned();
-                            (k, (kv.mod_revision(), String::from_utf8_lossy(kv.value()).into_owned()))
-                        })
-                        .collect();
-                    break 'found (cl, now);
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        if Instant::now() > give_up {
-            return Err(format!("no node answered a read after healing: {last}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (mut client, read) = first_read(addrs, PREFIX).await?;
+    let now: BTreeMap<String, (i64, String)> = read
+        .kvs()
+        .iter()
+        .map(|kv| {
+            let k = String::from_utf8_lossy(kv.key()).into_owned();
+            (k, (kv.mod_revision(), String::from_utf8_lossy(kv.value()).into_owned()))
+        })
+        .collect();
     let Some(target) = now.values().map(|(rev, _)| *rev).max() else {
         return if acked.is_empty() {
             Ok(())
@@ -269,27 +252,11 @@ async fn replay_check(
             Err(format!("{} writes acknowledged, no key left", acked.len()))
         };
     };
-    let mut stream = client
-        .watch(PREFIX, Some(WatchOptions::new().with_prefix().with_start_revision(1)))
-        .await
-        .map_err(|e| format!("watch: {e}"))?;
-    let mut events: Vec<(i64, String, String)> = Vec::new();
-    while events.last().is_none_or(|(rev, _, _)| *rev < target) {
-        let msg = tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .map_err(|_| format!("the watch stopped short of revision {target} after {} events", events.len()))?
-            .map_err(|e| format!("watch: {e}"))?
-            .ok_or("the watch stream ended")?;
-        if msg.canceled() {
-            return Err(format!("the watch was cancelled: {}", msg.cancel_reason()));
-        }
-        for e in msg.events() {
-            let Some(kv) = e.kv() else { continue };
-            check(e.event_type() == EventType::Put, || "a delete event: nothing deletes".to_string())?;
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            events.push((kv.mod_revision(), key, String::from_utf8_lossy(kv.value()).into_owned()));
-        }
+    let replayed = replay(&mut client, PREFIX, target).await?;
+    for e in &replayed {
+        check(e.put, || format!("a delete event at {}: nothing deletes", e.rev))?;
     }
+    let events: Vec<(i64, String, String)> = replayed.iter().map(|e| (e.rev, e.key.clone(), e.value.clone())).collect();
     for w in events.windows(2) {
         check(w[0].0 < w[1].0, || format!("revisions out of order: {:?} then {:?}", w[0], w[1]))?;
     }
@@ -320,72 +287,5 @@ async fn replay_check(
         })?;
     }
     // The watch held open through the faults must have seen exactly the replay.
-    let give_up = Instant::now() + Duration::from_secs(60);
-    loop {
-        let seen = followed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if seen.last().is_some_and(|(rev, _, _)| *rev >= target) {
-            if let Some(i) = (0..events.len().max(seen.len())).find(|i| events.get(*i) != seen.get(*i)) {
-                return Err(format!(
-                    "the watch held open through the faults differs from the replay at event {i}: {:?} where the \
-                     replay has {:?}",
-                    seen.get(i),
-                    events.get(i)
-                ));
-            }
-            return Ok(());
-        }
-        if Instant::now() > give_up {
-            return Err(format!(
-                "the watch held open through the faults stopped at {:?}, short of revision {target}",
-                seen.last()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// What the open watch has seen: (revision, key, value), in order.
-type Followed = Arc<Mutex<Vec<(i64, String, String)>>>;
-
-/// A watch on the keys held open from revision 1 through the whole run, as an etcd client
-/// (an informer) keeps one: on a member picked at random; when its stream breaks (the member
-/// was killed, lost its power or stopped answering HTTP/2 pings) it resumes on another member
-/// from the revision after the last event it saw.
-async fn follow(addrs: Vec<String>, seed: u64, followed: Followed) {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0xf011);
-    let options = || {
-        Some(
-            ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(2))
-                .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2)),
-        )
-    };
-    loop {
-        let next = followed.lock().unwrap_or_else(|e| e.into_inner()).last().map_or(1, |(rev, _, _)| rev + 1);
-        let addr = &addrs[rng.random_range(0..addrs.len())];
-        let watched = match Client::connect([addr.as_str()], options()).await {
-            Ok(mut cl) => cl.watch(PREFIX, Some(WatchOptions::new().with_prefix().with_start_revision(next))).await,
-            Err(e) => Err(e),
-        };
-        let Ok(mut stream) = watched else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        while let Ok(Some(msg)) = stream.message().await {
-            if msg.canceled() {
-                break;
-            }
-            let mut seen = followed.lock().unwrap_or_else(|e| e.into_inner());
-            for e in msg.events() {
-                if let Some(kv) = e.kv() {
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    seen.push((kv.mod_revision(), key, String::from_utf8_lossy(kv.value()).into_owned()));
-                }
-            }
-        }
-    }
-}
-
-fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
-    if ok { Ok(()) } else { Err(msg()) }
+    followed_matches(followed, &replayed, target).await
 }

@@ -38,7 +38,8 @@ pub fn peer_routes(coord: Arc<Coord>) -> Router {
         .route(
             crate::service::LEASE_PATH,
             post(|State(c): Svc, Wire(ask): Wire<LeaseAsk>| async move {
-                c.answer_lease(ask)
+                c.answer_lease_confirmed(ask)
+                    .await
                     .map(Wire)
                     .ok_or_else(|| ApiError::unavailable("not_leader", "lease time is kept by the leader"))
             }),

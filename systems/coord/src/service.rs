@@ -34,7 +34,23 @@ pub enum LeaseAsk {
 #[derive(Default)]
 struct LeaseClock {
     deadlines: HashMap<i64, Instant>,
-    leading: bool,
+    /// The term these deadlines were kept in (`None` when not leading). Kept by term, not as
+    /// "leading or not": a leader that loses the lead and wins it back between two looks must
+    /// still start every lease afresh — another leader may have renewed them in between.
+    term: Option<u64>,
+}
+
+impl LeaseClock {
+    /// Line the clock up with this node's role: deadlines are cleared unless it leads in the
+    /// term they were kept in. Whether it leads now.
+    fn align(&mut self, status: Option<&basalt_consensus::ClusterStatus>) -> bool {
+        let leading = status.filter(|s| s.state == "leader").map(|s| s.term);
+        if leading != self.term {
+            self.deadlines.clear();
+            self.term = leading;
+        }
+        leading.is_some()
+    }
 }
 
 pub struct Coord {
@@ -133,30 +149,50 @@ impl Coord {
     }
 
     async fn lease_ask(&self, ask: LeaseAsk) -> Result<i64, Status> {
-        if let Some(answer) = self.answer_lease(ask) {
+        if let Some(answer) = self.answer_lease_confirmed(ask).await {
             return Ok(answer);
         }
         let (leader, addr) = self.leader_addr()?;
+        if leader == self.node_id {
+            // This node leads in its own eyes but could not confirm it: no one to ask.
+            return Err(Status::unavailable("etcdserver: no leader"));
+        }
         self.transport
             .call::<_, i64>(leader, &addr, LEASE_PATH, &ask, Some(Duration::from_secs(2)))
             .await
             .map_err(|e| Status::unavailable(format!("etcdserver: leader unreachable: {e}")))
     }
 
-    /// Answer on the leader; `None` on any other node.
-    pub fn answer_lease(&self, ask: LeaseAsk) -> Option<i64> {
-        let mut clock = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        if !clock.leading {
-            // The keeper has not noticed yet that this node leads (it ticks every 100 ms).
+    /// Answer on the leader once it has confirmed that it still leads (a read-index round: a
+    /// majority answered its heartbeat after the ask arrived); `None` on any other node, or if
+    /// it no longer leads. Without the round, a leader cut off from the others — which does not
+    /// know it has been replaced — would renew a lease on its own clock while the new leader
+    /// runs the lease out on its own: the client holds a keep-alive answer with a TTL for a
+    /// lease (and lock) already gone. Time-to-live questions are answered without the round.
+    pub async fn answer_lease_confirmed(&self, ask: LeaseAsk) -> Option<i64> {
+        if let LeaseAsk::KeepAlive(_) = ask {
             if !self.consensus.status().is_ok_and(|s| s.state == "leader") {
                 return None;
             }
-            clock.leading = true;
-            clock.deadlines.clear();
+            self.consensus.read_barrier().await.ok()?;
+        }
+        self.answer_lease(ask)
+    }
+
+    /// Answer on the leader (no round; see [`Coord::answer_lease_confirmed`]); `None` on any
+    /// other node.
+    fn answer_lease(&self, ask: LeaseAsk) -> Option<i64> {
+        let mut clock = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if !clock.align(self.consensus.status().ok().as_ref()) {
+            return None;
         }
         let now = Instant::now();
         Some(match ask {
             LeaseAsk::KeepAlive(id) => match self.granted_ttl(id) {
+                // Past its deadline a lease is as good as revoked: the keeper is revoking it, or
+                // will at its next tick. Renewing it now would answer a TTL for a lease about to
+                // be gone (etcd's lessor refuses an expired lease too).
+                Some(_) if clock.deadlines.get(&id).is_some_and(|d| *d <= now) => 0,
                 Some(ttl) => {
                     clock.deadlines.insert(id, now + Duration::from_secs(ttl.max(0) as u64));
                     ttl
@@ -185,12 +221,9 @@ impl Coord {
             }
             let Ok(status) = self.consensus.status() else { continue };
             self.term.store(status.term, Ordering::Relaxed);
-            let leading = status.state == "leader";
             let expired: Vec<i64> = {
                 let mut clock = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-                if !leading {
-                    clock.leading = false;
-                    clock.deadlines.clear();
+                if !clock.align(Some(&status)) {
                     continue;
                 }
                 let now = Instant::now();
@@ -201,11 +234,8 @@ impl Coord {
                         .filter_map(|id| s.store.lease_time_to_live(id, false).ok().map(|r| (id, r.granted_ttl)))
                         .collect()
                 });
-                if !clock.leading {
-                    // Leading again: every lease starts its full TTL from now.
-                    clock.leading = true;
-                    clock.deadlines.clear();
-                }
+                // Every lease this clock has not seen starts its full TTL from now (all of them,
+                // when this node has just taken the lead).
                 let ids: std::collections::HashSet<i64> = live.iter().map(|(id, _)| *id).collect();
                 clock.deadlines.retain(|id, _| ids.contains(id));
                 for (id, ttl) in live {
@@ -214,8 +244,12 @@ impl Coord {
                 clock.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).collect()
             };
             for id in expired {
-                match self.propose(&Command::LeaseRevoke { id }).await {
-                    Ok(_) => tracing::debug!(lease = id, "coord: lease expired and revoked"),
+                // Carries the term: applied only if still appended in it (`State::apply_in_term`).
+                match self.propose(&Command::LeaseExpire { id, term: status.term }).await {
+                    Ok(Reply::ExpiryIgnored) => {
+                        tracing::info!(lease = id, term = status.term, "coord: a lease expiry from a lost term ignored")
+                    }
+                    Ok(_) => tracing::info!(lease = id, term = status.term, "coord: lease expired and revoked"),
                     Err(e) if e.code() == tonic::Code::NotFound => {}
                     Err(e) => tracing::debug!(lease = id, error = %e, "coord: lease expiry not applied yet"),
                 }

@@ -36,6 +36,12 @@ pub enum Command {
         token: i64,
         value: Vec<u8>,
     },
+    /// The leader's lease keeper found the lease past its deadline in `term`: revoked only if
+    /// the entry was appended in that same term (see [`State::apply_in_term`]).
+    LeaseExpire {
+        id: i64,
+        term: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +55,8 @@ pub enum Reply {
     Done,
     /// The write was accepted (`true`) or refused as stale; the resource as it is now.
     Fenced(bool, FencedResource),
+    /// A lease expiry decided in another term than its entry's: nothing was done.
+    ExpiryIgnored,
 }
 
 pub type Answer = Result<Reply, m::Error>;
@@ -74,6 +82,16 @@ impl State {
     /// Watches are served from the store's change log (`Store::events`), so writes are made
     /// `quietly`: no per-write events (copies of each value and its previous one) are built.
     pub fn apply(&mut self, cmd: Command) -> Answer {
+        self.apply_in_term(0, cmd)
+    }
+
+    /// Apply `cmd` from an entry appended in `term`. A lease expiry counts only in the term its
+    /// leader decided it in: forwarded to a later leader (a proposal queued on a leader that
+    /// lost the lead is), it would expire a lease on a clock the new leader does not keep —
+    /// which gave every lease a full TTL when it took over and may have renewed this one since.
+    /// One appended in its own term and committed by a later leader is applied: that leader
+    /// renews nothing before its first entry commits, and with it every entry before it.
+    pub fn apply_in_term(&mut self, term: u64, cmd: Command) -> Answer {
         Ok(match cmd {
             Command::Put(r) => Reply::Put(self.store.quietly(|s| s.put(&r))?.response),
             Command::Delete(r) => Reply::Delete(self.store.quietly(|s| s.delete_range(&r))?.response),
@@ -97,6 +115,10 @@ impl State {
                 }
                 Reply::Fenced(ok, r.clone())
             }
+            Command::LeaseExpire { id, term: decided } if decided == term => {
+                Reply::LeaseRevoke(self.store.quietly(|s| s.lease_revoke(id))?.response)
+            }
+            Command::LeaseExpire { .. } => Reply::ExpiryIgnored,
         })
     }
 }
@@ -131,11 +153,15 @@ impl CoordSm {
 }
 
 impl StateMachine for CoordSm {
-    fn apply(&self, _index: u64, command: &[u8]) -> Vec<u8> {
+    fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
+        self.apply_in_term(index, 0, command)
+    }
+
+    fn apply_in_term(&self, _index: u64, term: u64, command: &[u8]) -> Vec<u8> {
         let answer: Answer = match postcard::from_bytes::<Command>(command) {
             Ok(cmd) => {
                 let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-                let a = s.apply(cmd);
+                let a = s.apply_in_term(term, cmd);
                 let rev = s.store.revision();
                 drop(s);
                 self.revision.send_if_modified(|r| std::mem::replace(r, rev) != rev);
@@ -166,6 +192,27 @@ mod tests {
 
     fn apply(sm: &CoordSm, index: u64, cmd: Command) -> Answer {
         postcard::from_bytes(&sm.apply(index, &postcard::to_allocvec(&cmd).unwrap())).unwrap()
+    }
+
+    #[test]
+    fn a_lease_expiry_counts_only_in_the_term_it_was_decided_in() {
+        let sm = CoordSm::default();
+        let run = |term: u64, cmd: Command| -> Answer {
+            postcard::from_bytes(&sm.apply_in_term(1, term, &postcard::to_allocvec(&cmd).unwrap())).unwrap()
+        };
+        let lease = match run(3, Command::LeaseGrant { id: 0, ttl: 5 }).unwrap() {
+            Reply::LeaseGrant(g) => g.id,
+            other => panic!("{other:?}"),
+        };
+        let put = m::PutRequest { key: b"held".to_vec(), value: b"x".to_vec(), lease, ..Default::default() };
+        run(3, Command::Put(put)).unwrap();
+        // Decided by the leader of term 3, appended by the leader of term 4 (forwarded): ignored.
+        assert!(matches!(run(4, Command::LeaseExpire { id: lease, term: 3 }), Ok(Reply::ExpiryIgnored)));
+        assert!(sm.read(|s| s.store.get(b"held").is_some()), "the key outlives a stale expiry");
+        // Appended in the term it was decided in: the lease and its key go.
+        assert!(matches!(run(4, Command::LeaseExpire { id: lease, term: 4 }), Ok(Reply::LeaseRevoke(_))));
+        assert!(sm.read(|s| s.store.get(b"held").is_none()));
+        assert!(matches!(run(4, Command::LeaseExpire { id: lease, term: 4 }), Err(m::Error::LeaseNotFound)));
     }
 
     #[test]
