@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use basalt_harness::cluster::Cluster;
 use common::*;
@@ -435,18 +435,27 @@ async fn three_nodes_with_a_namespace() -> (Cluster, usize, Vec<usize>) {
 /// (so hold on its disk) all of them.
 async fn followers_hold_entries_after(c: &Cluster, leader: usize, before: u64) {
     let leader_url = c.url(leader);
-    c.wait_for("both followers to acknowledge the entry", || {
-        let url = leader_url.clone();
+    // The leader's log must also have stopped growing for half a second: another entry (a
+    // member's start-up registration, say) can pass `before` while the test's own write is
+    // still on its way, and the test would go on without it.
+    let seen = std::sync::Mutex::new((0u64, Instant::now()));
+    c.wait_for("both followers to acknowledge the entry, and the log to settle", || {
+        let (url, seen) = (leader_url.clone(), &seen);
         async move {
             let Ok(r) = client().get(format!("{url}/v1/cluster")).send().await else { return false };
             let Ok(s) = r.json::<serde_json::Value>().await else { return false };
             let last = s["last_log_index"].as_u64().unwrap_or(0);
-            last > before
+            let held = last > before
                 && s["members"].as_array().is_some_and(|m| {
                     m.iter()
                         .filter(|x| x["node_id"] != leader as u64)
                         .all(|x| x["matched_index"].as_u64() >= Some(last))
-                })
+                });
+            let mut seen = seen.lock().unwrap();
+            if seen.0 != last {
+                *seen = (last, Instant::now());
+            }
+            held && seen.1.elapsed() >= Duration::from_millis(500)
         }
     })
     .await;
