@@ -315,9 +315,15 @@ async fn the_etcd_client_crate_over_every_service() {
     let mut observe = cl.observe("el").await.unwrap();
     let first = observe.message().await.unwrap().unwrap();
     assert_eq!(first.kv().unwrap().value(), b"alice");
-    cl.proclaim("alice-2", Some(etcd_client::ProclaimOptions::new().with_leader(leader_key.clone()))).await.unwrap();
+    let proclaimed = cl
+        .proclaim("alice-2", Some(etcd_client::ProclaimOptions::new().with_leader(leader_key.clone())))
+        .await
+        .unwrap();
     assert_eq!(observe.message().await.unwrap().unwrap().kv().unwrap().value(), b"alice-2");
-    assert_eq!(cl.leader("el").await.unwrap().kv().unwrap().value(), b"alice-2");
+    let now_leading = cl.leader("el").await.unwrap();
+    assert_eq!(now_leading.kv().unwrap().value(), b"alice-2");
+    // The reply's header is the proclamation's own revision, as etcd's.
+    assert_eq!(proclaimed.header().unwrap().revision(), now_leading.kv().unwrap().mod_revision());
     let mut cl3 = connect(&addr).await;
     let bob = tokio::spawn(async move { cl3.campaign("el", "bob", e2).await.unwrap() });
     cl.resign(Some(ResignOptions::new().with_leader(leader_key))).await.unwrap();

@@ -1,18 +1,20 @@
-//! `lock`: S05's locks and leases through the etcd API, used as a careful client uses them,
-//! while the nemesis kills, pauses and cuts off members. Each client, again and again: grants
-//! a lease (2 s) on a member picked at random and keeps it alive; takes the v3lock `chaos-lock`
-//! with it; writes the protected resource `chaos-res` in a txn guarded by its lock key (the
-//! write happens only while the key exists — etcd's way of fencing with a lock); unlocks and
-//! revokes. Then, once the cluster has healed, a watch from revision 1 replays the lock's queue
-//! and the resource, and:
+//! `lock`: S05's locks, elections and leases through the etcd API, used as a careful client
+//! uses them, while the nemesis kills, pauses and cuts off members. Each client, again and
+//! again: grants a lease (2 s) on a member picked at random and keeps it alive; then either
+//! takes the v3lock `chaos-lock` with it and writes the protected resource `chaos-res` in a txn
+//! guarded by its lock key (the write happens only while the key exists — etcd's way of
+//! fencing with a lock), or campaigns in the v3election `chaos-elect` and, elected, proclaims
+//! a value (which the server writes only while the candidate's key exists); unlocks or
+//! resigns, and revokes. Then, once the cluster has healed, a watch from revision 1 replays
+//! both queues and the resource, and:
 //!
-//! - **mutual exclusion**: every write the resource took was made while its writer's key was the
-//!   oldest under `chaos-lock/` (the holder) at that revision; a value nobody wrote, or one
-//!   written twice, fails;
+//! - **mutual exclusion**: every guarded write (to the resource, or a proclamation) was made
+//!   while its writer's key was the oldest in its queue — the holder, or the leader — at that
+//!   revision; a value nobody wrote, or one written twice, fails;
 //! - **no lost write**: every guarded write acknowledged is in the replay at the revision its
 //!   reply named, and none refused is;
-//! - **no false grant**: every key a Lock call returned was the holder at some revision between
-//!   its creation and the revision the Lock reply carried;
+//! - **no false grant**: every key a Lock or Campaign call returned held the lock (led) at some
+//!   revision between its creation and the revision the reply carried;
 //! - **no early expiry**: a key its client had not released was not deleted before its lease
 //!   could have expired — a TTL after the last keep-alive the server acknowledged was sent, as
 //!   observed by a watch held open through the run (which sees a deletion after it commits, so
@@ -24,7 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use basalt_lincheck::Verdict;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, LockOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, LockOptions, ProclaimOptions, ResignOptions, Txn, TxnOp,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -34,6 +38,8 @@ use super::{SuiteOpts, SuiteReport, run_nemesis_holding};
 use crate::cluster::Cluster;
 
 const NAME: &str = "chaos-lock";
+/// The v3election name: a leader's proclamations are its guarded writes.
+const ELECTION: &str = "chaos-elect";
 const RESOURCE: &str = "chaos-res";
 /// Both the lock's keys and the resource.
 const WATCHED: &str = "chaos-";
@@ -70,8 +76,11 @@ struct Attempt {
     locked_rev: i64,
     value: Option<String>,
     write: Write,
-    /// When the client first asked to let go (Unlock, or Revoke after a failed Lock).
+    /// When the client first asked to let go (Unlock or Resign, or Revoke after a failed
+    /// Lock or Campaign).
     released_ns: Option<u64>,
+    /// A v3election campaign (`chaos-elect`, the write a Proclaim) rather than a v3lock.
+    election: bool,
 }
 
 type Attempts = Arc<Mutex<Vec<Attempt>>>;
@@ -128,30 +137,64 @@ pub async fn lock(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
                     a.renewed_ns = sent;
                 });
                 let keeper = tokio::spawn(keep_alive(cl.clone(), lease_id, ttl, attempts.clone(), i, start));
-                let options = LockOptions::new().with_lease(lease_id);
-                if let Ok(Ok(r)) = tokio::time::timeout(CALL, cl.lock(NAME, Some(options))).await {
-                    let key = String::from_utf8_lossy(r.key()).into_owned();
-                    let value = format!("c{id}-{n}");
-                    edit(&attempts, i, |a| {
-                        a.key = Some(key.clone());
-                        a.locked_rev = r.header().map_or(0, |h| h.revision());
-                        a.value = Some(value.clone());
-                    });
-                    let guarded = Txn::new()
-                        .when([Compare::version(key.as_str(), CompareOp::Greater, 0)])
-                        .and_then([TxnOp::put(RESOURCE, value.as_str(), None)]);
-                    let write = match tokio::time::timeout(CALL, cl.txn(guarded)).await {
-                        Ok(Ok(r)) if r.succeeded() => Write::Acked(r.header().map_or(0, |h| h.revision())),
-                        Ok(Ok(_)) => Write::Refused,
-                        _ => Write::Unknown,
-                    };
-                    edit(&attempts, i, |a| a.write = write);
-                    // Hold it a moment, so that faults strike holders too.
-                    tokio::time::sleep(Duration::from_millis(rng.random_range(0..100))).await;
-                    edit(&attempts, i, |a| a.released_ns = Some(now()));
-                    let _ = tokio::time::timeout(CALL, cl.unlock(key.as_str())).await;
+                let value = format!("c{id}-{n}");
+                if rng.random_bool(0.5) {
+                    // A lock, and a write to the resource guarded by the lock's key.
+                    let options = LockOptions::new().with_lease(lease_id);
+                    if let Ok(Ok(r)) = tokio::time::timeout(CALL, cl.lock(NAME, Some(options))).await {
+                        let key = String::from_utf8_lossy(r.key()).into_owned();
+                        edit(&attempts, i, |a| {
+                            a.key = Some(key.clone());
+                            a.locked_rev = r.header().map_or(0, |h| h.revision());
+                            a.value = Some(value.clone());
+                        });
+                        let guarded = Txn::new()
+                            .when([Compare::version(key.as_str(), CompareOp::Greater, 0)])
+                            .and_then([TxnOp::put(RESOURCE, value.as_str(), None)]);
+                        let write = match tokio::time::timeout(CALL, cl.txn(guarded)).await {
+                            Ok(Ok(r)) if r.succeeded() => Write::Acked(r.header().map_or(0, |h| h.revision())),
+                            Ok(Ok(_)) => Write::Refused,
+                            _ => Write::Unknown,
+                        };
+                        edit(&attempts, i, |a| a.write = write);
+                        hold(&mut rng).await;
+                        edit(&attempts, i, |a| a.released_ns = Some(now()));
+                        let _ = tokio::time::timeout(CALL, cl.unlock(key.as_str())).await;
+                    } else {
+                        edit(&attempts, i, |a| a.released_ns = Some(now()));
+                    }
                 } else {
-                    edit(&attempts, i, |a| a.released_ns = Some(now()));
+                    // A campaign, and a proclamation once elected (the server makes it only
+                    // while this candidate leads).
+                    edit(&attempts, i, |a| a.election = true);
+                    let campaign = tokio::time::timeout(CALL, cl.campaign(ELECTION, format!("{value}-new"), lease_id));
+                    match campaign.await {
+                        Ok(Ok(r)) if r.leader().is_some() => {
+                            let leader = r.leader().cloned().unwrap_or_default();
+                            edit(&attempts, i, |a| {
+                                a.key = Some(String::from_utf8_lossy(leader.key()).into_owned());
+                                a.locked_rev = r.header().map_or(0, |h| h.revision());
+                                a.value = Some(value.clone());
+                            });
+                            let options = ProclaimOptions::new().with_leader(leader.clone());
+                            let write =
+                                match tokio::time::timeout(CALL, cl.proclaim(value.as_str(), Some(options))).await {
+                                    Ok(Ok(r)) => Write::Acked(r.header().map_or(0, |h| h.revision())),
+                                    Ok(Err(etcd_client::Error::GRpcStatus(s)))
+                                        if s.code() == tonic::Code::FailedPrecondition =>
+                                    {
+                                        Write::Refused
+                                    }
+                                    _ => Write::Unknown,
+                                };
+                            edit(&attempts, i, |a| a.write = write);
+                            hold(&mut rng).await;
+                            edit(&attempts, i, |a| a.released_ns = Some(now()));
+                            let options = ResignOptions::new().with_leader(leader);
+                            let _ = tokio::time::timeout(CALL, cl.resign(Some(options))).await;
+                        }
+                        _ => edit(&attempts, i, |a| a.released_ns = Some(now())),
+                    }
                 }
                 keeper.abort();
                 let _ = tokio::time::timeout(CALL, cl.lease_revoke(lease_id)).await;
@@ -212,6 +255,11 @@ pub async fn lock(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     Ok(report)
 }
 
+/// Holds the lock or the lead a moment, so that faults strike holders too.
+async fn hold(rng: &mut StdRng) {
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..100))).await;
+}
+
 /// Keeps `lease` alive through one member, as etcd's clients do (a third of the TTL apart),
 /// recording when each request the server renewed on was sent; on an error it opens a new
 /// stream.
@@ -244,63 +292,76 @@ async fn keep_alive(mut cl: Client, lease: i64, ttl: i64, attempts: Attempts, i:
 /// The checks in the module docs, on the replay (`events`, from revision 1) and what the
 /// open watch saw (`followed`, with when it saw each event).
 fn judge(attempts: &[Attempt], events: &[Seen], followed: &[Seen]) -> Result<(), String> {
-    let prefix = format!("{NAME}/");
     for w in events.windows(2) {
         check(w[0].rev <= w[1].rev, || format!("revisions out of order: {:?} then {:?}", w[0], w[1]))?;
     }
-    // A waiter's key exists before its Lock call answers (or whether or not it does): find
-    // its client by the lease the key is named after.
+    // A waiter's key exists before its Lock or Campaign call answers (or whether or not it
+    // does): find its client by the lease the key is named after.
     let by_lease: HashMap<i64, &Attempt> = attempts.iter().filter(|a| a.lease != 0).map(|a| (a.lease, a)).collect();
     let by_value: HashMap<&str, &Attempt> =
         attempts.iter().filter_map(|a| a.value.as_deref().map(|v| (v, a))).collect();
-    // The queue: live lock keys by create revision; for each key, the revisions it held the
-    // lock from; each resource write's revision.
-    let mut queue: BTreeMap<i64, &str> = BTreeMap::new();
+    // The lock's and the election's queues: live keys by create revision. For each key, the
+    // revision it held the lock (or led) from; each guarded write's revision.
+    let queue_of =
+        |key: &str| [NAME, ELECTION].into_iter().find(|n| key.strip_prefix(n).is_some_and(|k| k.starts_with('/')));
+    let mut queues: HashMap<&str, BTreeMap<i64, &str>> = HashMap::new();
     let mut created: HashMap<&str, i64> = HashMap::new();
     let mut held_from: HashMap<&str, i64> = HashMap::new();
     let mut deleted: HashMap<&str, i64> = HashMap::new();
     let mut written: HashMap<&str, i64> = HashMap::new();
+    // A guarded write at `rev` (the resource's, or a proclamation) by the holder of `name`.
+    let mut guarded = |queues: &HashMap<&str, BTreeMap<i64, &str>>, name: &str, rev: i64, e: &Seen| {
+        let writer = by_value
+            .get(e.value.as_str())
+            .filter(|w| w.election == (name == ELECTION))
+            .ok_or_else(|| format!("revision {rev}: {} = {}, which no holder of {name} wrote", e.key, e.value))?;
+        check(written.insert(by_value.get_key_value(e.value.as_str()).map_or("", |(v, _)| v), rev).is_none(), || {
+            format!("{} written twice (again at {rev})", e.value)
+        })?;
+        let holder = queues.get(name).and_then(|q| q.values().next().copied());
+        check(holder == writer.key.as_deref(), || {
+            format!(
+                "revision {rev}: client {} wrote {} = {} holding {:?}, but {name} was held by {holder:?}: two \
+                 holders at once",
+                writer.client, e.key, e.value, writer.key
+            )
+        })
+    };
     let mut i = 0;
     while i < events.len() {
         let rev = events[i].rev;
         let at_rev = events[i..].iter().take_while(|e| e.rev == rev).count();
         for e in &events[i..i + at_rev] {
-            if e.key.starts_with(&prefix) {
-                if e.put {
+            if let Some(name) = queue_of(&e.key) {
+                if !e.put {
+                    let c = created.get(e.key.as_str()).copied();
+                    let q = queues.entry(name).or_default();
+                    check(c.is_some_and(|c| q.remove(&c).is_some()), || {
+                        format!("{} deleted at {rev} but not queued", e.key)
+                    })?;
+                    deleted.insert(&e.key, rev);
+                } else if e.create_rev == rev {
                     check(!created.contains_key(e.key.as_str()), || {
                         format!("{} created twice (again at {rev})", e.key)
                     })?;
                     created.insert(&e.key, e.create_rev);
-                    queue.insert(e.create_rev, &e.key);
+                    queues.entry(name).or_default().insert(e.create_rev, &e.key);
                 } else {
-                    let c = created.get(e.key.as_str()).copied();
-                    check(c.is_some_and(|c| queue.remove(&c).is_some()), || {
-                        format!("{} deleted at {rev} but not queued", e.key)
-                    })?;
-                    deleted.insert(&e.key, rev);
+                    // A leader's proclamation: only the leader's key may change.
+                    check(name == ELECTION, || format!("{} changed at {rev}: nothing writes a lock key", e.key))?;
+                    guarded(&queues, name, rev, e)?;
                 }
             } else if e.key == RESOURCE {
                 check(e.put, || format!("the resource was deleted at {rev}: nothing deletes it"))?;
-                let writer = by_value.get(e.value.as_str()).ok_or_else(|| {
-                    format!("revision {rev}: the resource holds {}, which no lock holder wrote", e.value)
-                })?;
-                check(written.insert(&e.value, rev).is_none(), || {
-                    format!("{} written twice (again at {rev})", e.value)
-                })?;
-                let holder = queue.values().next().copied();
-                check(holder == writer.key.as_deref(), || {
-                    format!(
-                        "revision {rev}: client {} wrote the resource ({}) holding {:?}, but the lock was held by {holder:?}: \
-                         two holders at once",
-                        writer.client, e.value, writer.key
-                    )
-                })?;
+                guarded(&queues, NAME, rev, e)?;
             } else {
                 return Err(format!("an event on {} at {rev}: nothing writes there", e.key));
             }
         }
-        if let Some(holder) = queue.values().next() {
-            held_from.entry(holder).or_insert(rev);
+        for q in queues.values() {
+            if let Some(holder) = q.values().next() {
+                held_from.entry(holder).or_insert(rev);
+            }
         }
         i += at_rev;
     }
@@ -334,7 +395,7 @@ fn judge(attempts: &[Attempt], events: &[Seen], followed: &[Seen]) -> Result<(),
     let seen_at: HashMap<(i64, &str), u64> =
         followed.iter().filter(|s| !s.put).map(|s| ((s.rev, s.key.as_str()), s.observed_ns)).collect();
     for (key, rev) in &deleted {
-        let lease = key.strip_prefix(&prefix).and_then(|l| i64::from_str_radix(l, 16).ok());
+        let lease = key.rsplit('/').next().and_then(|l| i64::from_str_radix(l, 16).ok());
         let (Some(a), Some(observed)) = (lease.and_then(|l| by_lease.get(&l)), seen_at.get(&(*rev, *key))) else {
             continue;
         };

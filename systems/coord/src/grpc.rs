@@ -516,8 +516,9 @@ impl el::election_server::Election for Svc {
     async fn proclaim(&self, req: Request<el::ProclaimRequest>) -> Result<Response<el::ProclaimResponse>, Status> {
         let r = req.into_inner();
         let l = r.leader.ok_or_else(|| Status::invalid_argument("election: no leader key given"))?;
-        self.0.proclaim(&l.key, l.rev, &r.value).await?;
-        Ok(Response::new(el::ProclaimResponse { header: self.0.header().at(self.0.sm.revision()) }))
+        // The revision of the write, as etcd answers (its header is the proclaiming txn's).
+        let (_, rev) = self.0.proclaim(&l.key, l.rev, &r.value).await?;
+        Ok(Response::new(el::ProclaimResponse { header: self.0.header().at(rev) }))
     }
 
     async fn leader(&self, req: Request<el::LeaderRequest>) -> Result<Response<el::LeaderResponse>, Status> {

@@ -388,7 +388,7 @@ impl Coord {
         let (mut mine, owns) = self.enqueue(name, lease, value).await?;
         if mine.value != value {
             // Already a candidate with this lease: take the new value.
-            mine = self.proclaim(&mine.key, mine.create_revision, value).await?;
+            mine = self.proclaim(&mine.key, mine.create_revision, value).await?.0;
         }
         if !owns {
             self.wait_turn(name, &mine).await?;
@@ -396,8 +396,9 @@ impl Coord {
         Ok(mine)
     }
 
-    /// v3election `Proclaim`: a new value, only while `key` (created at `rev`) still leads.
-    pub async fn proclaim(&self, key: &[u8], rev: i64, value: &[u8]) -> Result<m::KeyValue, Status> {
+    /// v3election `Proclaim`: a new value, only while `key` (created at `rev`) still leads. The
+    /// key as it is now, and the revision of this write (what etcd's reply header carries).
+    pub async fn proclaim(&self, key: &[u8], rev: i64, value: &[u8]) -> Result<(m::KeyValue, i64), Status> {
         let put = m::PutRequest { key: key.to_vec(), value: value.to_vec(), ignore_lease: true, ..Default::default() };
         let txn = m::TxnRequest {
             compare: vec![m::Compare::new(key.to_vec(), m::CompareResult::Equal, m::CompareTarget::Create(rev))],
@@ -409,10 +410,8 @@ impl Coord {
             return Err(Status::failed_precondition("election: not leader"));
         }
         self.applied(r.revision).await?;
-        self.sm
-            .read(|s| s.store.get(key))
-            .filter(|kv| kv.create_revision == rev)
-            .ok_or_else(|| Status::failed_precondition("election: not leader"))
+        let kv = self.sm.read(|s| s.store.get(key)).filter(|kv| kv.create_revision == rev);
+        Ok((kv.ok_or_else(|| Status::failed_precondition("election: not leader"))?, r.revision))
     }
 
     /// v3election `Resign` / v3lock `Unlock`: delete the key if it is still the one created at
