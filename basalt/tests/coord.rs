@@ -524,6 +524,83 @@ async fn a_leader_cut_off_from_the_others_renews_no_lease() {
     assert!(gone_after.unwrap() >= Duration::from_secs(TTL as u64), "expired {gone_after:?} after the last renewal");
 }
 
+/// A lease expiry the leader decided, still queued when it loses the lead, is forwarded to the
+/// next leader with the rest of its queue — and must not count there: the new leader gave the
+/// lease a full TTL when it took over, and the client has renewed it since. (Without the
+/// expiry's term check the forwarded expiry deleted the key of a lease kept alive.)
+#[tokio::test]
+async fn a_lease_expiry_queued_on_a_leader_that_loses_the_lead_does_not_count() {
+    // Node 3 never campaigns, so the next leader is node 2.
+    let c = Cluster::start_with(EXE, 3, |id| {
+        let mut args = vec!["--set".to_string(), "engines.consensus.request_timeout_ms=30000".to_string()];
+        if id == 3 {
+            args.extend(["--set".to_string(), "engines.consensus.stands_for_election=false".to_string()]);
+        }
+        args
+    })
+    .await;
+    assert_eq!(c.leader().await, 1, "node 1 bootstraps and leads");
+    let old_url = c.url(1);
+    let mut on_old = connect(&etcd_addr(&old_url).await).await;
+    let mut on_new = connect(&etcd_addr(&c.url(2)).await).await;
+    const TTL: i64 = 2;
+    let lease = on_new.lease_grant(TTL, None).await.unwrap().id();
+    let granted = Instant::now();
+    on_new.put("held", "yes", Some(PutOptions::new().with_lease(lease))).await.unwrap();
+
+    // Node 1's disk stalls: a write holds its one batch slot, and the expiry node 1 decides
+    // when the lease runs out (nobody keeps it alive yet) waits in its queue behind it.
+    c.stall_disk(1, true).await;
+    let last_before = c.status(1).await["last_log_index"].as_u64().unwrap_or(0);
+    let stuck =
+        tokio::spawn(async move { on_old.put("stuck", "x", None).await.map(|r| r.header().unwrap().revision()) });
+    let queued = || {
+        let url = old_url.clone();
+        async move { metric(&url, "basalt_consensus_batch_queued").await.unwrap_or(0.0) }
+    };
+    // The write is in node 1's log or queue.
+    let last = |s: serde_json::Value| s["last_log_index"].as_u64().unwrap_or(0);
+    c.wait_for("the stuck write proposed", || async { last(c.status(1).await) > last_before || queued().await >= 1.0 })
+        .await;
+    let before = queued().await;
+    // The lease runs out on node 1's clock (its keeper looks every 100 ms): its expiry joins
+    // the queue. (The other systems' periodic proposals queue there too; they do no harm.)
+    let expired = Duration::from_millis(TTL as u64 * 1000 + 600);
+    c.wait_for("the lease's deadline on node 1 to pass and its expiry to queue", || async {
+        granted.elapsed() >= expired && queued().await > before
+    })
+    .await;
+    assert!(!stuck.is_finished(), "the write holding node 1's batch slot is still stuck");
+
+    // Node 2 takes over (every lease gets its full TTL there) and the client renews through it.
+    c.isolate(1).await;
+    c.wait_for("node 2 leads", || async { c.status(2).await["state"] == "leader" }).await;
+    let (mut keeper, mut stream) = on_new.lease_keep_alive(lease).await.unwrap();
+    let renewing = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            if keeper.keep_alive().await.is_err() {
+                return;
+            }
+            match stream.message().await {
+                Ok(Some(r)) if r.ttl() > 0 => {}
+                other => panic!("the lease was not renewed on the new leader: {other:?}"),
+            }
+        }
+    });
+    // Node 1 comes back; its queue — the stuck write and the expiry — goes to node 2.
+    c.heal().await;
+    c.stall_disk(1, false).await;
+    tokio::time::timeout(Duration::from_secs(60), stuck).await.unwrap().unwrap().expect("the stuck write lands");
+    // A write through node 1 after its queue has drained (it proposes in order).
+    let mut again = connect(&etcd_addr(&c.url(1)).await).await;
+    again.put("after", "x", None).await.unwrap();
+    let held = on_new.get("held", None).await.unwrap();
+    assert_eq!(held.kvs().len(), 1, "the deposed leader's expiry deleted a lease kept alive on the new leader");
+    assert!(!renewing.is_finished(), "still renewing");
+    renewing.abort();
+}
+
 /// Membership through etcd's API: `etcdctl move-leader` hands leadership to another member,
 /// `member remove` takes one out, and the errors are etcd's.
 #[tokio::test]
