@@ -311,13 +311,11 @@ fn judge(attempts: &[Attempt], events: &[Seen], followed: &[Seen]) -> Result<(),
     let mut written: HashMap<&str, i64> = HashMap::new();
     // A guarded write at `rev` (the resource's, or a proclamation) by the holder of `name`.
     let mut guarded = |queues: &HashMap<&str, BTreeMap<i64, &str>>, name: &str, rev: i64, e: &Seen| {
-        let writer = by_value
-            .get(e.value.as_str())
-            .filter(|w| w.election == (name == ELECTION))
+        let (&value, writer) = by_value
+            .get_key_value(e.value.as_str())
+            .filter(|(_, w)| w.election == (name == ELECTION))
             .ok_or_else(|| format!("revision {rev}: {} = {}, which no holder of {name} wrote", e.key, e.value))?;
-        check(written.insert(by_value.get_key_value(e.value.as_str()).map_or("", |(v, _)| v), rev).is_none(), || {
-            format!("{} written twice (again at {rev})", e.value)
-        })?;
+        check(written.insert(value, rev).is_none(), || format!("{value} written twice (again at {rev})"))?;
         let holder = queues.get(name).and_then(|q| q.values().next().copied());
         check(holder == writer.key.as_deref(), || {
             format!(

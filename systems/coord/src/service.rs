@@ -40,16 +40,62 @@ struct LeaseClock {
     term: Option<u64>,
 }
 
+/// The term this node leads in, if it leads.
+fn leading_term(status: Option<&basalt_consensus::ClusterStatus>) -> Option<u64> {
+    status.filter(|s| s.state == "leader").map(|s| s.term)
+}
+
+fn ttl_from(now: Instant, ttl: i64) -> Instant {
+    now + Duration::from_secs(ttl.max(0) as u64)
+}
+
 impl LeaseClock {
-    /// Line the clock up with this node's role: deadlines are cleared unless it leads in the
-    /// term they were kept in. Whether it leads now.
-    fn align(&mut self, status: Option<&basalt_consensus::ClusterStatus>) -> bool {
-        let leading = status.filter(|s| s.state == "leader").map(|s| s.term);
+    /// Line the clock up with this node's role (`leading`: the term it leads in): deadlines are
+    /// cleared unless it leads in the term they were kept in. Whether it leads now.
+    fn align(&mut self, leading: Option<u64>) -> bool {
         if leading != self.term {
             self.deadlines.clear();
             self.term = leading;
         }
         leading.is_some()
+    }
+
+    /// A keep-alive for lease `id` (`granted`: its TTL if it exists): the TTL it now has, or 0.
+    /// Past its deadline a lease is as good as revoked — the keeper is revoking it, or will at
+    /// its next tick — so it is not renewed (etcd's lessor refuses an expired lease too):
+    /// renewing it would answer a TTL for a lease about to be gone.
+    fn keep_alive(&mut self, id: i64, granted: Option<i64>, now: Instant) -> i64 {
+        match granted {
+            Some(_) if self.deadlines.get(&id).is_some_and(|d| *d <= now) => 0,
+            Some(ttl) => {
+                self.deadlines.insert(id, ttl_from(now, ttl));
+                ttl
+            }
+            None => 0,
+        }
+    }
+
+    /// Seconds left on lease `id`, -1 if there is no such lease.
+    fn time_to_live(&self, id: i64, granted: Option<i64>, now: Instant) -> i64 {
+        match (granted, self.deadlines.get(&id)) {
+            (Some(_), Some(d)) => d.saturating_duration_since(now).as_secs_f64().ceil() as i64,
+            (Some(ttl), None) => ttl,
+            (None, _) => -1,
+        }
+    }
+
+    /// The keeper's look at the `live` leases (id, granted TTL): every lease this clock has not
+    /// seen starts its full TTL from `now` (all of them, when this node has just taken the
+    /// lead), forgotten ones are dropped; the ids past their deadline.
+    fn expired(&mut self, live: &[(i64, i64)], now: Instant) -> Vec<i64> {
+        let ids: std::collections::HashSet<i64> = live.iter().map(|(id, _)| *id).collect();
+        self.deadlines.retain(|id, _| ids.contains(id));
+        for (id, ttl) in live {
+            self.deadlines.entry(*id).or_insert(ttl_from(now, *ttl));
+        }
+        let mut out: Vec<i64> = self.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).collect();
+        out.sort_unstable();
+        out
     }
 }
 
@@ -183,27 +229,13 @@ impl Coord {
     /// other node.
     fn answer_lease(&self, ask: LeaseAsk) -> Option<i64> {
         let mut clock = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        if !clock.align(self.consensus.status().ok().as_ref()) {
+        if !clock.align(leading_term(self.consensus.status().ok().as_ref())) {
             return None;
         }
         let now = Instant::now();
         Some(match ask {
-            LeaseAsk::KeepAlive(id) => match self.granted_ttl(id) {
-                // Past its deadline a lease is as good as revoked: the keeper is revoking it, or
-                // will at its next tick. Renewing it now would answer a TTL for a lease about to
-                // be gone (etcd's lessor refuses an expired lease too).
-                Some(_) if clock.deadlines.get(&id).is_some_and(|d| *d <= now) => 0,
-                Some(ttl) => {
-                    clock.deadlines.insert(id, now + Duration::from_secs(ttl.max(0) as u64));
-                    ttl
-                }
-                None => 0,
-            },
-            LeaseAsk::TimeToLive(id) => match (self.granted_ttl(id), clock.deadlines.get(&id)) {
-                (Some(_), Some(d)) => d.saturating_duration_since(now).as_secs_f64().ceil() as i64,
-                (Some(ttl), None) => ttl,
-                (None, _) => -1,
-            },
+            LeaseAsk::KeepAlive(id) => clock.keep_alive(id, self.granted_ttl(id), now),
+            LeaseAsk::TimeToLive(id) => clock.time_to_live(id, self.granted_ttl(id), now),
         })
     }
 
@@ -223,10 +255,9 @@ impl Coord {
             self.term.store(status.term, Ordering::Relaxed);
             let expired: Vec<i64> = {
                 let mut clock = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-                if !clock.align(Some(&status)) {
+                if !clock.align(leading_term(Some(&status))) {
                     continue;
                 }
-                let now = Instant::now();
                 let live: Vec<(i64, i64)> = self.sm.read(|s| {
                     s.store
                         .leases()
@@ -234,14 +265,7 @@ impl Coord {
                         .filter_map(|id| s.store.lease_time_to_live(id, false).ok().map(|r| (id, r.granted_ttl)))
                         .collect()
                 });
-                // Every lease this clock has not seen starts its full TTL from now (all of them,
-                // when this node has just taken the lead).
-                let ids: std::collections::HashSet<i64> = live.iter().map(|(id, _)| *id).collect();
-                clock.deadlines.retain(|id, _| ids.contains(id));
-                for (id, ttl) in live {
-                    clock.deadlines.entry(id).or_insert(now + Duration::from_secs(ttl.max(0) as u64));
-                }
-                clock.deadlines.iter().filter(|(_, d)| **d <= now).map(|(id, _)| *id).collect()
+                clock.expired(&live, Instant::now())
             };
             for id in expired {
                 // Carries the term: applied only if still appended in it (`State::apply_in_term`).
@@ -428,5 +452,59 @@ impl Coord {
             failure: vec![],
         };
         Ok(self.txn(txn).await?.revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: i64 = 2;
+
+    fn secs(n: f64) -> Duration {
+        Duration::from_secs_f64(n)
+    }
+
+    #[test]
+    fn a_lease_past_its_deadline_is_not_renewed() {
+        let t0 = Instant::now();
+        let mut clock = LeaseClock::default();
+        assert!(clock.align(Some(3)));
+        assert!(clock.expired(&[(7, TTL)], t0).is_empty(), "a lease seen for the first time has its full TTL");
+        assert_eq!(clock.keep_alive(7, Some(TTL), t0 + secs(1.0)), TTL, "renewed before its deadline");
+        assert_eq!(clock.time_to_live(7, Some(TTL), t0 + secs(1.5)), 2);
+        // Past the renewed deadline (t0 + 3 s) the keeper is revoking it: no renewal, no TTL.
+        let late = t0 + secs(3.2);
+        assert_eq!(clock.expired(&[(7, TTL)], late), vec![7]);
+        assert_eq!(clock.keep_alive(7, Some(TTL), late), 0, "an expired lease is not renewed");
+        assert_eq!(clock.expired(&[(7, TTL)], late), vec![7], "and it stays expired");
+        assert_eq!(clock.keep_alive(8, None, late), 0, "no such lease");
+        assert_eq!(clock.time_to_live(8, None, late), -1);
+    }
+
+    #[test]
+    fn every_new_term_starts_every_lease_afresh() {
+        let t0 = Instant::now();
+        let mut clock = LeaseClock::default();
+        assert!(clock.align(Some(3)));
+        assert!(clock.expired(&[(7, TTL)], t0).is_empty());
+        // The node lost the lead and won it back (term 5) between two looks: another leader may
+        // have renewed the lease meanwhile, so its old deadline (t0 + 2 s) no longer holds.
+        assert!(clock.align(Some(5)));
+        assert!(clock.expired(&[(7, TTL)], t0 + secs(2.5)).is_empty(), "a new term gives a full TTL again");
+        assert_eq!(clock.expired(&[(7, TTL)], t0 + secs(4.6)), vec![7], "counted from when it took the lead");
+        // Not leading: nothing kept, nothing answered.
+        assert!(!clock.align(None));
+        assert!(clock.deadlines.is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_lease_leaves_the_clock() {
+        let t0 = Instant::now();
+        let mut clock = LeaseClock::default();
+        clock.align(Some(1));
+        clock.expired(&[(7, TTL), (8, TTL)], t0);
+        assert_eq!(clock.expired(&[(8, TTL)], t0 + secs(3.0)), vec![8], "lease 7 was revoked: not expired again");
+        assert!(!clock.deadlines.contains_key(&7));
     }
 }

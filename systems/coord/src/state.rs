@@ -81,6 +81,8 @@ pub struct State {
 impl State {
     /// Watches are served from the store's change log (`Store::events`), so writes are made
     /// `quietly`: no per-write events (copies of each value and its previous one) are built.
+    /// Applied outside the log (tests), a command has no term: a lease expiry, which must be
+    /// appended in the term it names, is ignored unless it names term 0.
     pub fn apply(&mut self, cmd: Command) -> Answer {
         self.apply_in_term(0, cmd)
     }
@@ -153,6 +155,7 @@ impl CoordSm {
 }
 
 impl StateMachine for CoordSm {
+    /// Without a term (the engine calls `apply_in_term`): see [`State::apply`].
     fn apply(&self, index: u64, command: &[u8]) -> Vec<u8> {
         self.apply_in_term(index, 0, command)
     }
