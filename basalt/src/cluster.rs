@@ -131,6 +131,10 @@ pub fn run_dev(cmd: DevCommand) -> anyhow::Result<()> {
     anyhow::ensure!((1..=9).contains(&a.nodes), "--nodes must be from 1 to 9");
     let exe = std::env::current_exe()?;
     runtime()?.block_on(async move {
+        // Listening for Ctrl-C from the start, not from when the nodes are up: an early one is
+        // kept, and the nodes are stopped once started, instead of this process dying under
+        // them (the default action) and leaving them running.
+        let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut nodes = Vec::new();
         for id in 1..=a.nodes {
             let http = format!("127.0.0.1:{}", a.base_port + id as u16);
@@ -168,7 +172,7 @@ pub fn run_dev(cmd: DevCommand) -> anyhow::Result<()> {
             a.nodes,
             a.base_port + 1
         );
-        tokio::signal::ctrl_c().await?;
+        interrupt.recv().await;
         for n in nodes.iter_mut().rev() {
             let _ = n.terminate(Duration::from_secs(15)).await;
         }

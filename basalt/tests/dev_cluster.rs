@@ -14,8 +14,12 @@ use nix::unistd::Pid;
 #[tokio::test]
 async fn dev_cluster_forms_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    // Below Linux's ephemeral range (32768+), so no OS-chosen port of another test can take it.
-    let base = 20_000 + (std::process::id() % 120) as u16 * 100;
+    // Every port the dev cluster derives from its base (HTTP, peer, RESP, etcd, rate-limit
+    // gRPC for nodes 1–3), claimed as the harness claims its nodes' ports, so that no other
+    // test's cluster can hold one (the base used to be picked from the pid alone, inside the
+    // harness's range).
+    let offsets: Vec<u16> = (0..5u16).flat_map(|k| (1..=3u16).map(move |id| k * 100 + id)).collect();
+    let base = basalt_harness::cluster::free_port_block(&offsets);
     let mut child = Command::new(EXE)
         .args(["dev", "cluster", "--nodes", "3", "--base-port", &base.to_string(), "--data-dir"])
         .arg(dir.path())

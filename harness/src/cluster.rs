@@ -63,6 +63,33 @@ fn free_port() -> u16 {
     port
 }
 
+/// A base port such that every `base + offset` is free and claimed for the life of the test
+/// process, as [`free_port`] claims one: for a process that derives its ports from a base
+/// (`basalt dev cluster --base-port`), so that no other test's nodes take one of them.
+pub fn free_port_block(offsets: &[u16]) -> u16 {
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("basalt-harness-ports");
+    std::fs::create_dir_all(&dir).expect("the port lock dir can be made");
+    let top = offsets.iter().copied().max().unwrap_or(0);
+    let first = 10_000 + (std::process::id().wrapping_mul(7_919) % 20_000) as u16;
+    let bases = (first..32_000 - top).chain(10_000..first).step_by(7);
+    for base in bases {
+        let mut claimed = Vec::new();
+        for off in offsets {
+            match claim_port(&dir, std::iter::once(base + off)) {
+                Some((_, file)) => claimed.push(file),
+                None => break,
+            }
+        }
+        if claimed.len() == offsets.len() {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).extend(claimed);
+            return base;
+        }
+    }
+    panic!("no free block of ports below 32000");
+}
+
 /// The first of `candidates` whose lock file in `dir` this process could lock and which no one
 /// listens on, with the locked file (the claim lasts as long as it is open).
 fn claim_port(dir: &std::path::Path, candidates: impl Iterator<Item = u16>) -> Option<(u16, std::fs::File)> {
