@@ -291,6 +291,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     basalt_runtime::logging::init(config.log_format, &config.log_level);
+    basalt_runtime::node::prepare_process(&config)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);

@@ -217,3 +217,19 @@ async fn fault_controls_are_guarded_and_check_their_input() {
     let (s, b) = write.await.unwrap();
     assert!((200..300).contains(&s), "{s} {b}");
 }
+
+/// The node asks the kernel for no transparent huge pages unless told to
+/// (`transparent_huge_pages`): the kernel's own view of the process says which.
+#[tokio::test]
+async fn transparent_huge_pages_are_off_unless_asked_for() {
+    fn thp_enabled(pid: u32) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        let line = status.lines().find(|l| l.starts_with("THP_enabled:")).expect("THP_enabled in /proc status");
+        line["THP_enabled:".len()..].trim().to_string()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(spec(&dir.path().join("off"))).await;
+    assert_eq!(thp_enabled(node.pid()), "0");
+    let node = start(spec(&dir.path().join("on")).arg("--set").arg("transparent_huge_pages=true")).await;
+    assert_eq!(thp_enabled(node.pid()), "1");
+}

@@ -70,6 +70,13 @@ pub fn load_config(plugs: &[Plug], sources: &ConfigSources) -> anyhow::Result<No
     Ok(config)
 }
 
+/// Process-wide settings, applied before the node's threads start.
+pub fn prepare_process(config: &NodeConfig) -> anyhow::Result<()> {
+    nix::sys::prctl::set_thp_disable(!config.transparent_huge_pages)
+        .context("setting the process's transparent huge pages (prctl PR_SET_THP_DISABLE)")?;
+    Ok(())
+}
+
 /// Run a node until `stop` is cancelled or a signal arrives.
 pub async fn run(
     config: NodeConfig,
