@@ -115,8 +115,9 @@ async fn coord_stays_linearizable_and_its_watch_replays_every_acknowledged_write
 /// v3lock with a lease kept alive, write a resource guarded by their lock key, and let go,
 /// while the leader is cut off, paused, killed and loses power. The replay must show every
 /// guarded write made by the lock's holder at that revision, no grant to a key that never
-/// held the lock, no acknowledged write lost, and no lease expired before a TTL after its
-/// last renewal.
+/// held the lock, no acknowledged write lost, no lease expired before a TTL after its last
+/// renewal, and every leader a `Leader` call or an `Observe` stream reported leading at the
+/// revision its answer carried.
 #[tokio::test]
 async fn locks_exclude_and_leases_never_expire_early_under_faults() {
     let out = tempfile::tempdir().unwrap();
@@ -125,5 +126,8 @@ async fn locks_exclude_and_leases_never_expire_early_under_faults() {
     eprintln!("{nemesis}: {}", summary(&r));
     assert!(r.faults.len() >= 3, "the nemesis should strike several times: {}", summary(&r));
     assert!(r.ok >= 15, "too few guarded writes to mean anything: {}", summary(&r));
+    for read in ["leader_reads", "observed_leaders"] {
+        assert!(r.counts.get(read).is_some_and(|&n| n >= 5), "too few {read} to mean anything: {:?}", r.counts);
+    }
     assert_eq!(r.verdict, Verdict::Ok, "{}: {:?} (history: {:?})", summary(&r), r.explanation, r.history_file);
 }

@@ -68,6 +68,9 @@ pub struct SuiteReport {
     pub explanation: Option<String>,
     pub history_file: Option<PathBuf>,
     pub timeline_file: Option<PathBuf>,
+    /// What else the suite counted and checked, by name (e.g. the `lock` suite's leader reads).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub counts: std::collections::BTreeMap<&'static str, usize>,
 }
 
 type RegOp = Op<RegisterOp, RegisterRet>;
@@ -186,6 +189,7 @@ fn judge_registers(
         explanation,
         history_file: None,
         timeline_file: None,
+        counts: Default::default(),
     };
     (report, stuck)
 }
@@ -392,6 +396,7 @@ pub async fn kv(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
         explanation: check.err().map(|e| e.to_string()),
         history_file: None,
         timeline_file: None,
+        counts: Default::default(),
     };
     drop(t);
     if report.verdict != Verdict::Ok {

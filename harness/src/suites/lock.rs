@@ -19,6 +19,9 @@
 //!   could have expired — a TTL after the last keep-alive the server acknowledged was sent, as
 //!   observed by a watch held open through the run (which sees a deletion after it commits, so
 //!   this cannot fire on a correct server);
+//! - **no false leader**: every leader an election read reported — a `Leader` call, or an
+//!   `Observe` stream held open on a member through the run — was the leader, with that value,
+//!   at the revision its answer carried; an `Observe` stream's revisions never go back;
 //! - the watch held open through the run saw exactly the replay.
 
 use std::collections::{BTreeMap, HashMap};
@@ -85,6 +88,35 @@ struct Attempt {
 
 type Attempts = Arc<Mutex<Vec<Attempt>>>;
 
+/// A leader an election read reported: `Leader` (`stream` None) or one message of an
+/// `Observe` stream (numbered from 0 in the run).
+#[derive(Debug, Clone, Serialize)]
+struct Reported {
+    node: usize,
+    stream: Option<u64>,
+    key: String,
+    value: String,
+    /// The revision the answer's header carried.
+    rev: i64,
+}
+
+type Reports = Arc<Mutex<Vec<Reported>>>;
+
+fn report(reports: &Reports, r: Reported) {
+    reports.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+}
+
+fn reported(node: usize, stream: Option<u64>, r: &etcd_client::LeaderResponse) -> Option<Reported> {
+    let kv = r.kv()?;
+    Some(Reported {
+        node,
+        stream,
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: String::from_utf8_lossy(kv.value()).into_owned(),
+        rev: r.header().map_or(0, |h| h.revision()),
+    })
+}
+
 fn edit(attempts: &Attempts, i: usize, f: impl FnOnce(&mut Attempt)) {
     f(&mut attempts.lock().unwrap_or_else(|e| e.into_inner())[i]);
 }
@@ -101,6 +133,8 @@ pub async fn lock(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     let attempts: Attempts = Arc::default();
     let followed: Followed = Arc::default();
     let follower = tokio::spawn(follow(addrs.clone(), WATCHED, opts.seed, start, followed.clone()));
+    let reports: Reports = Arc::default();
+    let observer = tokio::spawn(observe(addrs.clone(), opts.seed, deadline, reports.clone()));
     let mut clients = Vec::new();
     for id in 0..opts.clients as u64 {
         let mut conns = Vec::new();
@@ -108,7 +142,7 @@ pub async fn lock(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
             let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
             conns.push(Client::connect([a.as_str()], Some(options)).await?);
         }
-        let (attempts, seed) = (attempts.clone(), opts.seed);
+        let (attempts, reports, seed) = (attempts.clone(), reports.clone(), opts.seed);
         clients.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(id + 1));
             let mut n = 0u64;
@@ -196,6 +230,12 @@ pub async fn lock(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
                         _ => edit(&attempts, i, |a| a.released_ns = Some(now())),
                     }
                 }
+                if rng.random_bool(0.3) {
+                    // Who leads the election now (a linearizable read, as etcd's is).
+                    if let Ok(Ok(r)) = tokio::time::timeout(CALL, cl.leader(ELECTION)).await {
+                        report(&reports, reported(node + 1, None, &r).unwrap_or_else(|| no_kv(node + 1)));
+                    }
+                }
                 keeper.abort();
                 let _ = tokio::time::timeout(CALL, cl.lease_revoke(lease_id)).await;
             }
@@ -207,14 +247,17 @@ pub async fn lock(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
     for t in clients {
         let _ = t.await;
     }
+    let _ = observer.await;
     let attempts = attempts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let reports = reports.lock().unwrap_or_else(|e| e.into_inner()).clone();
     c.leader().await;
     let (mut events, result) = match first_read(&addrs, WATCHED).await {
         Ok((mut client, read)) => {
             let target = read.header().map_or(0, |h| h.revision());
             match replay(&mut client, WATCHED, target).await {
                 Ok(events) => {
-                    let mut r = judge(&attempts, &events, &followed.lock().unwrap_or_else(|e| e.into_inner()));
+                    let seen = followed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let mut r = judge(&attempts, &events, &seen, &reports);
                     if r.is_ok() {
                         r = followed_matches(&followed, &events, target).await;
                     }
@@ -240,6 +283,11 @@ pub async fn lock(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
         explanation: result.err(),
         history_file: None,
         timeline_file: None,
+        counts: [
+            ("leader_reads", reports.iter().filter(|r| r.stream.is_none()).count()),
+            ("observed_leaders", reports.iter().filter(|r| r.stream.is_some()).count()),
+        ]
+        .into(),
     };
     if report.verdict != Verdict::Ok {
         std::fs::create_dir_all(&opts.out_dir)?;
@@ -247,12 +295,44 @@ pub async fn lock(opts: &SuiteOpts) -> anyhow::Result<SuiteReport> {
         for e in &mut events {
             e.observed_ns = 0;
         }
-        let body = serde_json::json!({ "report": &report, "attempts": attempts, "replay": events });
+        let body = serde_json::json!({ "report": &report, "attempts": attempts, "reports": reports, "replay": events });
         std::fs::write(&path, serde_json::to_vec_pretty(&body)?)?;
         report.history_file = Some(path);
         c.save_logs(&opts.out_dir, &format!("chaos-lock-seed-{}", opts.seed))?;
     }
     Ok(report)
+}
+
+/// A `Leader` answer without a key (etcd answers "no leader" with an error instead): reported
+/// as a leader nobody could have been, so the checker names it.
+fn no_kv(node: usize) -> Reported {
+    Reported { node, stream: None, key: "(none)".into(), value: String::new(), rev: 0 }
+}
+
+/// Holds `Observe` open on one member after another (the next on any error, or every few
+/// seconds), recording every leader reported, until `deadline`.
+async fn observe(addrs: Vec<String>, seed: u64, deadline: Instant, reports: Reports) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0b5e);
+    let mut stream_no = 0u64;
+    while Instant::now() < deadline {
+        let node = rng.random_range(0..addrs.len());
+        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        let until = (Instant::now() + Duration::from_millis(rng.random_range(1000..4000))).min(deadline);
+        let stream = async {
+            let mut cl = Client::connect([addrs[node].as_str()], Some(options)).await?;
+            let mut stream = cl.observe(ELECTION).await?;
+            let n = stream_no;
+            while let Some(r) = stream.message().await? {
+                if let Some(r) = reported(node + 1, Some(n), &r) {
+                    report(&reports, r);
+                }
+            }
+            Ok::<_, etcd_client::Error>(())
+        };
+        let _ = tokio::time::timeout_at(until.into(), stream).await;
+        stream_no += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Holds the lock or the lead a moment, so that faults strike holders too.
@@ -291,7 +371,7 @@ async fn keep_alive(mut cl: Client, lease: i64, ttl: i64, attempts: Attempts, i:
 
 /// The checks in the module docs, on the replay (`events`, from revision 1) and what the
 /// open watch saw (`followed`, with when it saw each event).
-fn judge(attempts: &[Attempt], events: &[Seen], followed: &[Seen]) -> Result<(), String> {
+fn judge(attempts: &[Attempt], events: &[Seen], followed: &[Seen], reports: &[Reported]) -> Result<(), String> {
     for w in events.windows(2) {
         check(w[0].rev <= w[1].rev, || format!("revisions out of order: {:?} then {:?}", w[0], w[1]))?;
     }
@@ -309,6 +389,10 @@ fn judge(attempts: &[Attempt], events: &[Seen], followed: &[Seen]) -> Result<(),
     let mut held_from: HashMap<&str, i64> = HashMap::new();
     let mut deleted: HashMap<&str, i64> = HashMap::new();
     let mut written: HashMap<&str, i64> = HashMap::new();
+    // Each election key's value, and the election's leader (key, value) from each revision on
+    // where it changed.
+    let mut values: HashMap<&str, &str> = HashMap::new();
+    let mut leaders: BTreeMap<i64, Option<(&str, &str)>> = BTreeMap::new();
     // A guarded write at `rev` (the resource's, or a proclamation) by the holder of `name`.
     let mut guarded = |queues: &HashMap<&str, BTreeMap<i64, &str>>, name: &str, rev: i64, e: &Seen| {
         let (&value, writer) = by_value
@@ -339,6 +423,7 @@ fn judge(attempts: &[Attempt], events: &[Seen], followed: &[Seen]) -> Result<(),
                     })?;
                     deleted.insert(&e.key, rev);
                 } else if e.create_rev == rev {
+                    values.insert(&e.key, &e.value);
                     check(!created.contains_key(e.key.as_str()), || {
                         format!("{} created twice (again at {rev})", e.key)
                     })?;
@@ -348,6 +433,7 @@ fn judge(attempts: &[Attempt], events: &[Seen], followed: &[Seen]) -> Result<(),
                     // A leader's proclamation: only the leader's key may change.
                     check(name == ELECTION, || format!("{} changed at {rev}: nothing writes a lock key", e.key))?;
                     guarded(&queues, name, rev, e)?;
+                    values.insert(&e.key, &e.value);
                 }
             } else if e.key == RESOURCE {
                 check(e.put, || format!("the resource was deleted at {rev}: nothing deletes it"))?;
@@ -360,6 +446,11 @@ fn judge(attempts: &[Attempt], events: &[Seen], followed: &[Seen]) -> Result<(),
             if let Some(holder) = q.values().next() {
                 held_from.entry(holder).or_insert(rev);
             }
+        }
+        let leader =
+            queues.get(ELECTION).and_then(|q| q.values().next()).map(|&k| (k, values.get(k).copied().unwrap_or("")));
+        if leaders.values().next_back().copied().flatten() != leader {
+            leaders.insert(rev, leader);
         }
         i += at_rev;
     }
@@ -388,6 +479,28 @@ fn judge(attempts: &[Attempt], events: &[Seen], followed: &[Seen]) -> Result<(),
                 created.get(key)
             )
         })?;
+    }
+    // No false leader: each report matches the replay's leader at the revision it carried.
+    let mut stream_revs: HashMap<u64, i64> = HashMap::new();
+    for r in reports {
+        let at = leaders.range(..=r.rev).next_back().and_then(|(_, l)| *l);
+        check(at == Some((r.key.as_str(), r.value.as_str())), || {
+            format!(
+                "{} on member {} reported {} = {:?} as the leader at revision {}, but the replay has {at:?} leading \
+                 then",
+                if r.stream.is_some() { "Observe" } else { "Leader" },
+                r.node,
+                r.key,
+                r.value,
+                r.rev
+            )
+        })?;
+        if let Some(n) = r.stream {
+            let last = stream_revs.insert(n, r.rev).unwrap_or(0);
+            check(last <= r.rev, || {
+                format!("an Observe stream on member {} went back from revision {last} to {}", r.node, r.rev)
+            })?;
+        }
     }
     // No early expiry: a deletion its client did not ask for, seen before the lease could end.
     let seen_at: HashMap<(i64, &str), u64> =

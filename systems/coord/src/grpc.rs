@@ -523,11 +523,9 @@ impl el::election_server::Election for Svc {
 
     async fn leader(&self, req: Request<el::LeaderRequest>) -> Result<Response<el::LeaderResponse>, Status> {
         self.0.barrier(false).await?;
-        let kv = self.0.owner(&req.into_inner().name).ok_or_else(|| Status::not_found("election: no leader"))?;
-        Ok(Response::new(el::LeaderResponse {
-            header: self.0.header().at(self.0.sm.revision()),
-            kv: Some(convert::kv(kv)),
-        }))
+        let (kv, rev) = self.0.owner(&req.into_inner().name);
+        let kv = kv.ok_or_else(|| Status::not_found("election: no leader"))?;
+        Ok(Response::new(el::LeaderResponse { header: self.0.header().at(rev), kv: Some(convert::kv(kv)) }))
     }
 
     type ObserveStream = Out<el::LeaderResponse>;
@@ -542,14 +540,11 @@ impl el::election_server::Election for Svc {
             let mut last: Option<(Vec<u8>, i64)> = None;
             loop {
                 rx_rev.borrow_and_update();
-                if let Some(kv) = coord.owner(&name) {
+                if let (Some(kv), rev) = coord.owner(&name) {
                     let now = (kv.key.clone(), kv.mod_revision);
                     if last.as_ref() != Some(&now) {
                         last = Some(now);
-                        let resp = el::LeaderResponse {
-                            header: coord.header().at(coord.sm.revision()),
-                            kv: Some(convert::kv(kv)),
-                        };
+                        let resp = el::LeaderResponse { header: coord.header().at(rev), kv: Some(convert::kv(kv)) };
                         if tx.send(Ok(resp)).await.is_err() {
                             return;
                         }

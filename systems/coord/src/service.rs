@@ -355,14 +355,16 @@ impl Coord {
     }
 
     /// The owner of `name`: the key under `name/` with the lowest create revision.
-    pub fn owner(&self, name: &[u8]) -> Option<m::KeyValue> {
+    /// The oldest key under `name/` (the lock's holder, the election's leader), and the store
+    /// revision it was read at — read together: the applied-revision signal (`sm.revision()`)
+    /// moves just after the store does, so reading it apart could pair this key with an
+    /// earlier revision, at which another key may have led.
+    pub fn owner(&self, name: &[u8]) -> (Option<m::KeyValue>, i64) {
         let mut prefix = name.to_vec();
         prefix.push(b'/');
         self.sm.read(|s| {
-            s.store
-                .range(&m::RangeRequest::prefix(&prefix))
-                .ok()
-                .and_then(|r| r.kvs.into_iter().min_by_key(|kv| kv.create_revision))
+            let r = s.store.range(&m::RangeRequest::prefix(&prefix)).ok();
+            (r.and_then(|r| r.kvs.into_iter().min_by_key(|kv| kv.create_revision)), s.store.revision())
         })
     }
 
@@ -391,7 +393,7 @@ impl Coord {
             if !exists {
                 return Err(Status::not_found("etcdserver: requested lease not found"));
             }
-            if self.owner(name).is_some_and(|o| o.key == mine.key) {
+            if self.owner(name).0.is_some_and(|o| o.key == mine.key) {
                 return Ok(());
             }
             rx.changed().await.map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
