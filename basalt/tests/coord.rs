@@ -823,3 +823,44 @@ async fn forwarded_writes_queued_on_a_leader_that_loses_the_lead_are_written_onc
     assert!(b["error"]["message"].as_str().is_some_and(|m| m.contains("stands_for_election")), "{b}");
     assert_eq!(c.status(2).await["state"], "leader", "node 2 still leads");
 }
+
+/// A progress notification's revision promises that every event at or below it is already on
+/// the stream (Kubernetes' consistent reads from its watch cache rely on this). A follower's
+/// watch is asked for progress right after each write the leader acknowledged: the write's
+/// event must always arrive before the notification that covers it.
+#[tokio::test]
+async fn a_progress_notification_never_overtakes_the_events_it_covers() {
+    let c = Cluster::start(EXE, 3).await;
+    let leader = c.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let mut writer = connect(&etcd_addr(&c.url(leader)).await).await;
+    let mut watcher = connect(&etcd_addr(&c.url(follower)).await).await;
+    let mut stream = watcher.watch("prog/", Some(WatchOptions::new().with_prefix())).await.unwrap();
+    let mut seen = 0;
+    for i in 0..300 {
+        let rev = writer.put(format!("prog/{}", i % 8), "v", None).await.unwrap().header().unwrap().revision();
+        stream.request_progress().await.unwrap();
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("the watch answers within 10 s")
+                .unwrap()
+                .expect("the watch stream stays open");
+            if let Some(e) = r.events().last() {
+                seen = e.kv().unwrap().mod_revision().max(seen);
+                continue;
+            }
+            if r.created() {
+                continue;
+            }
+            let at = r.header().unwrap().revision();
+            assert!(at >= rev, "write {i}: progress at {at}, below the acknowledged write's revision {rev}");
+            assert!(
+                seen >= rev,
+                "write {i} at revision {rev}: the progress notification (at {at}) came before its event (events \
+                 seen up to {seen})"
+            );
+            break;
+        }
+    }
+}

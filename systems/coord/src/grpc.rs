@@ -90,6 +90,7 @@ async fn run_watch(
     c: pb::WatchCreateRequest,
     start: i64,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    delivered: tokio::sync::watch::Sender<i64>,
 ) {
     use pb::watch_create_request::FilterType;
     let filter = m::EventFilter {
@@ -142,6 +143,7 @@ async fn run_watch(
                     }
                     last_sent = tokio::time::Instant::now();
                 }
+                delivered.send_replace(next - 1);
                 if full {
                     continue;
                 }
@@ -151,7 +153,9 @@ async fn run_watch(
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = tokio::time::sleep_until(progress_at), if c.progress_notify => {
-                let resp = pb::WatchResponse { header: coord.header().at(coord.sm.revision()), watch_id: id, ..Default::default() };
+                // What this watch has sent, not the store's revision: that may have moved on
+                // since the scan (both branches can be ready at once).
+                let resp = pb::WatchResponse { header: coord.header().at(next - 1), watch_id: id, ..Default::default() };
                 if tx.send(Ok(resp)).await.is_err() {
                     return;
                 }
@@ -171,14 +175,17 @@ impl pb::watch_server::Watch for Svc {
         let (tx, rx) = mpsc::channel(256);
         let coord = self.0.clone();
         tokio::spawn(async move {
-            let mut watches: HashMap<i64, tokio::task::JoinHandle<()>> = HashMap::new();
+            // Each watch's task, and the revision up to which it has put every event on the
+            // stream.
+            let mut watches: HashMap<i64, (tokio::task::JoinHandle<()>, tokio::sync::watch::Receiver<i64>)> =
+                HashMap::new();
             let mut next_id = 0i64;
             while let Ok(Some(msg)) = inbound.message().await {
                 let h = coord.header();
                 let rev = coord.sm.revision();
                 match msg.request_union {
                     Some(RequestUnion::CreateRequest(c)) => {
-                        watches.retain(|_, t| !t.is_finished());
+                        watches.retain(|_, (t, _)| !t.is_finished());
                         let id = if c.watch_id != 0 {
                             c.watch_id
                         } else {
@@ -205,10 +212,12 @@ impl pb::watch_server::Watch for Svc {
                         if tx.send(Ok(created)).await.is_err() {
                             break;
                         }
-                        watches.insert(id, tokio::spawn(run_watch(coord.clone(), id, c, start, tx.clone())));
+                        let (delivered, upto) = tokio::sync::watch::channel(start - 1);
+                        let task = tokio::spawn(run_watch(coord.clone(), id, c, start, tx.clone(), delivered));
+                        watches.insert(id, (task, upto));
                     }
                     Some(RequestUnion::CancelRequest(c)) => {
-                        if let Some(t) = watches.remove(&c.watch_id) {
+                        if let Some((t, _)) = watches.remove(&c.watch_id) {
                             t.abort();
                         }
                         let resp = pb::WatchResponse {
@@ -221,14 +230,19 @@ impl pb::watch_server::Watch for Svc {
                     }
                     Some(RequestUnion::ProgressRequest(_)) => {
                         let _ = coord.barrier(false).await;
-                        let resp =
-                            pb::WatchResponse { header: h.at(coord.sm.revision()), watch_id: -1, ..Default::default() };
+                        let at = coord.sm.revision();
+                        // The answer promises every event up to `at` is on the stream before
+                        // it: wait for each watch to have sent them (a finished one is done).
+                        for (_, upto) in watches.values_mut() {
+                            let _ = upto.wait_for(|&d| d >= at).await;
+                        }
+                        let resp = pb::WatchResponse { header: h.at(at), watch_id: -1, ..Default::default() };
                         let _ = tx.send(Ok(resp)).await;
                     }
                     None => {}
                 }
             }
-            for (_, t) in watches {
+            for (t, _) in watches.into_values() {
                 t.abort();
             }
         });
