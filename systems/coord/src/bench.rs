@@ -1,8 +1,8 @@
 //! `basalt bench coord`: a 3-node Basalt cluster and a 3-node etcd cluster (Debian's
 //! `etcd-server`, fsync on as always) on loopback in the same run, driven by the same gRPC
 //! client (generated from this crate's protos) with the same concurrency: put throughput and
-//! p99 with 1 and 100 clients, linearizable ranges, watch event latency, and lock
-//! acquire/release (v3lock) — each as Basalt/etcd. On both sides the single client writes to
+//! p99 with 1 and 100 clients, linearizable ranges, watch event latency, lock
+//! acquire/release (v3lock) and lease keep-alives — each as Basalt/etcd. On both sides the single client writes to
 //! the leader (found as `etcdctl endpoint status` finds it), and many clients spread over the
 //! members from the leader on.
 
@@ -110,6 +110,40 @@ async fn locks(opts: &BenchOpts, name: &str, chans: &[Channel], clients: usize) 
     .await)
 }
 
+/// Lease keep-alives: each client keeps its own lease alive over its own `LeaseKeepAlive`
+/// stream (as etcd's clients do, one stream per client), one request in flight, on the member
+/// its channel goes to. A keep-alive counts when its answer carries a TTL.
+async fn keep_alives(opts: &BenchOpts, name: &str, chans: &[Channel], clients: usize) -> anyhow::Result<Measured> {
+    type KeepAlive =
+        (tokio::sync::mpsc::Sender<pb::LeaseKeepAliveRequest>, tonic::Streaming<pb::LeaseKeepAliveResponse>);
+    let mut streams = Vec::new();
+    for w in 0..clients {
+        let mut l = LeaseClient::new(chans[w % chans.len()].clone());
+        let id = l.lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 0 }).await?.into_inner().id;
+        // The first keep-alive goes with the call: etcd sends the stream's headers only with
+        // its first answer, and the call returns once they arrive.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(pb::LeaseKeepAliveRequest { id }).await?;
+        let mut answers = l.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+        answers.message().await?.context("the keep-alive stream ended")?;
+        streams.push((id, tokio::sync::Mutex::new((tx, answers))));
+    }
+    let streams: Arc<Vec<(i64, tokio::sync::Mutex<KeepAlive>)>> = Arc::new(streams);
+    Ok(measure_async(opts, name, clients, move |w| {
+        let streams = streams.clone();
+        async move {
+            let (id, stream) = &streams[w];
+            let mut guard = stream.lock().await;
+            let (tx, answers) = &mut *guard;
+            tx.send(pb::LeaseKeepAliveRequest { id: *id }).await.context("the keep-alive stream closed")?;
+            let r = answers.message().await?.context("the keep-alive stream ended")?;
+            anyhow::ensure!(r.ttl > 0, "lease {id:x} was not renewed (TTL {})", r.ttl);
+            Ok(1)
+        }
+    })
+    .await)
+}
+
 /// Writes through the leader, one at a time; a watcher on a follower times each event's arrival.
 async fn watch_latency(opts: &BenchOpts, chans: &[Channel]) -> anyhow::Result<Measured> {
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::WatchRequest>(1);
@@ -173,10 +207,11 @@ struct Side {
     range: Option<WithCpu>,
     watch: Option<Measured>,
     lock: Option<WithCpu>,
+    keep_alive: Option<WithCpu>,
 }
 
 /// The scenarios, by the names `BASALT_BENCH_COORD_ONLY` takes (for iterating on some of them).
-const SCENARIOS: [&str; 5] = ["put1", "put", "range", "watch", "lock"];
+const SCENARIOS: [&str; 6] = ["put1", "put", "range", "watch", "lock", "keepalive"];
 
 async fn run_side(
     opts: &BenchOpts,
@@ -191,7 +226,7 @@ async fn run_side(
     for n in 0..KEYS {
         kv.put(pb::PutRequest { key: format!("bench/{n}").into_bytes(), value: value(), ..Default::default() }).await?;
     }
-    let mut side = Side { put1: None, put_many: None, range: None, watch: None, lock: None };
+    let mut side = Side { put1: None, put_many: None, range: None, watch: None, lock: None, keep_alive: None };
     if on("put1") {
         side.put1 = Some(metered(opts, servers, puts(opts, &format!("{label} put, 1 client"), &chans, 1)).await);
     }
@@ -210,6 +245,11 @@ async fn run_side(
         let (lock, cpu, client) =
             metered(opts, servers, locks(opts, &format!("{label} lock + unlock, 16 clients"), &chans, 16)).await;
         side.lock = Some((lock?, cpu, client));
+    }
+    if on("keepalive") {
+        let name = format!("{label} lease keep-alive, {MANY} clients");
+        let (m, cpu, client) = metered(opts, servers, keep_alives(opts, &name, &chans, MANY)).await;
+        side.keep_alive = Some((m?, cpu, client));
     }
     Ok(side)
 }
@@ -274,6 +314,7 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
             row(&format!("put, {MANY} clients, 3 nodes, fsync"), &basalt.put_many, &etcd.put_many, "puts/s"),
             row(&format!("linearizable range, {MANY} clients"), &basalt.range, &etcd.range, "ranges/s"),
             row("lock + unlock (v3lock), 16 clients", &basalt.lock, &etcd.lock, "pairs/s"),
+            row(&format!("lease keep-alive, {MANY} clients"), &basalt.keep_alive, &etcd.keep_alive, "keep-alives/s"),
             lat("watch event latency, basalt (p50 ms; write on the leader, watch on a follower)", &basalt.watch),
             lat("watch event latency, etcd (p50 ms; same)", &etcd.watch),
         ]
@@ -290,6 +331,7 @@ pub async fn run(opts: &BenchOpts) -> anyhow::Result<Report> {
                 ),
                 per_cpu("linearizable range: per server CPU-second", &basalt.range, &etcd.range, "ranges"),
                 per_cpu("lock + unlock: per server CPU-second", &basalt.lock, &etcd.lock, "pairs"),
+                per_cpu("lease keep-alive: per server CPU-second", &basalt.keep_alive, &etcd.keep_alive, "keep-alives"),
             ]
             .into_iter()
             .flatten(),
