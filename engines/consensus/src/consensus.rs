@@ -40,6 +40,10 @@ pub struct ConsensusConfig {
     /// `propose_batched`: batches a node sends into the log at once; commands arriving
     /// meanwhile wait and go together in the next one.
     pub batches_in_flight: usize,
+    /// `propose_batched`: how long (µs) a node may hold its next batch for the commands it has
+    /// just answered to come back, so that one entry carries them too (0: never wait). A lone
+    /// writer never waits; see `batch::Batcher::gather`.
+    pub batch_wait_us: u64,
     /// With `--join`: join as a voter (true) or as a learner — a non-voting replica that
     /// receives every entry and serves local reads, e.g. a region's read replica.
     pub join_as_voter: bool,
@@ -59,6 +63,7 @@ impl Default for ConsensusConfig {
             log_kept_behind_snapshot: 1_000,
             request_timeout_ms: 5_000,
             batches_in_flight: crate::batch::IN_FLIGHT,
+            batch_wait_us: crate::batch::WAIT_US,
             join_as_voter: true,
             stands_for_election: true,
         }
@@ -68,6 +73,10 @@ impl Default for ConsensusConfig {
 impl ConsensusConfig {
     pub fn raft_config(&self) -> anyhow::Result<openraft::Config> {
         anyhow::ensure!(self.batches_in_flight >= 1, "engines.consensus: batches_in_flight must be at least 1");
+        anyhow::ensure!(
+            self.batch_wait_us <= 100_000,
+            "engines.consensus: batch_wait_us must be at most 100000 (0.1 s); it adds to a write's latency"
+        );
         anyhow::ensure!(
             self.snapshot_every_entries >= 1,
             "engines.consensus: snapshot_every_entries must be at least 1 (a snapshot serializes the whole state)"
@@ -340,8 +349,13 @@ impl Consensus {
     fn spawn_driver(&self) {
         let me = self.clone();
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let wait = Duration::from_micros(self.inner.config.batch_wait_us);
         rt.spawn(async move {
-            while let Some(batch) = me.inner.batcher.next() {
+            let mut answered = 0;
+            loop {
+                me.inner.batcher.gather(answered, wait).await;
+                let Some(batch) = me.inner.batcher.next() else { break };
+                answered = batch.items.len();
                 me.propose_queued(batch).await;
             }
         });
@@ -744,6 +758,8 @@ mod tests {
         assert!(ConsensusConfig::default().raft_config().is_ok());
         let e = ConsensusConfig { batches_in_flight: 0, ..Default::default() }.raft_config().unwrap_err();
         assert!(e.to_string().contains("batches_in_flight"), "{e}");
+        let e = ConsensusConfig { batch_wait_us: 1_000_000, ..Default::default() }.raft_config().unwrap_err();
+        assert!(e.to_string().contains("batch_wait_us"), "{e}");
         let e = ConsensusConfig { snapshot_every_entries: 0, ..Default::default() }.raft_config().unwrap_err();
         assert!(e.to_string().contains("snapshot_every_entries"), "{e}");
         let e = ConsensusConfig { heartbeat_ms: 300, ..Default::default() }.raft_config().unwrap_err();
